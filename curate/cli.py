@@ -1,0 +1,270 @@
+"""`curate` command line: ingest, stats, sql, export.
+
+Every command takes `--store PATH` (default: $CURATE_STORE, else ./curate-store).
+User mistakes print one clear message (file, row, fix) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curate.errors import CurateError
+
+app = typer.Typer(
+    help="Choose LLM fine-tuning data: ingest corpora into a store, query it with SQL, "
+    "and export subsets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Path | None, typer.Option(
+    "--store", help="Store directory [env: CURATE_STORE; default: ./curate-store].",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def _store(path: Path | None):
+    from curate.store import Store
+
+    return Store(path)
+
+
+# ---------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(
+        help="Files, directories (every data file inside) or globs ('data/*.jsonl').")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="Record format, or auto to detect it from the first records: "
+        "auto, alpaca, messages, sharegpt, prompt_completion, qa, react, multi_response.")] = "auto",
+    source: Annotated[str | None, typer.Option(
+        help="Source name for these rows [default: the file name without extensions].")] = None,
+    map: Annotated[str | None, typer.Option(
+        "--map", help="Column mapping NAME=COLUMN,... e.g. instruction=question,response=answer "
+        "(names: instruction, input, response, system, prompt, completion, question, answer, "
+        "messages, conversations, reward, success).")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Read files again even when already ingested with the same options.")] = False,
+    max_record_mb: Annotated[float, typer.Option(
+        help="Records larger than this go to quarantine.")] = 16.0,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest instruction and trace corpora into the store.
+
+    Each file becomes canonical examples (id, source, source_row, kind, messages, outcome,
+    meta); exact duplicates (by content hash) and broken rows are counted and kept aside
+    in the `duplicates` and `quarantine` tables. Always: read = stored + duplicates +
+    quarantined.
+    """
+    from curate.ingest import expand_paths
+    from curate.ingest import ingest as run_ingest
+
+    st = _store(store)
+    files = expand_paths(paths)
+    if not files:
+        raise CurateError("no data files found under " + ", ".join(paths))
+    with _IngestProgress(files, quiet=as_json) as progress:
+        report = run_ingest(st, files, format=format, source=source, mapping=map, force=force,
+                            max_record_bytes=int(max_record_mb * (1 << 20)), progress=progress)
+    if as_json:
+        print(json.dumps(report.to_dict(), default=str))
+        return
+    _print_ingest(report, st)
+
+
+class _IngestProgress:
+    """A rich bar over the bytes of all files, naming the file being read."""
+
+    def __init__(self, files: list[Path], quiet: bool):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        self.quiet = quiet or not err.is_terminal
+        self.offset = 0
+        self.size = 0
+        total = sum(f.stat().st_size for f in files)
+        self.bar = Progress(TextColumn("[bold]ingest[/] {task.description}"), BarColumn(),
+                            DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                            console=err, transient=True, disable=self.quiet)
+        self.task = self.bar.add_task("", total=total)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def start(self, path: Path, total_bytes: int) -> None:
+        self.size = total_bytes
+        self.bar.update(self.task, description=path.name, completed=self.offset)
+
+    def advance(self, done_bytes: int) -> None:
+        self.bar.update(self.task, completed=self.offset + min(done_bytes, self.size))
+
+    def finish(self, report) -> None:
+        self.offset += Path(report.path).stat().st_size
+        self.bar.update(self.task, completed=self.offset)
+        if not self.quiet and not report.skipped:
+            self.bar.console.log(
+                f"{report.path}: {report.format}, {report.stored} stored, "
+                f"{report.duplicates} duplicates, {report.quarantined} quarantined")
+
+
+def _print_ingest(report, st) -> None:
+    t = Table(title=f"ingest into {st.root}", show_lines=False)
+    for c in ("file", "format", "read", "stored", "duplicates", "quarantined", "note"):
+        t.add_column(c, justify="right" if c in ("read", "stored", "duplicates", "quarantined")
+                     else "left")
+    shown = [f for f in report.files if not f.skipped]
+    for f in shown[:40]:
+        note = ", ".join(f"{k} x{v}" for k, v in f.reasons.items())
+        t.add_row(f.path, f.format or "-", str(f.read), str(f.stored), str(f.duplicates),
+                  str(f.quarantined), note)
+    if len(shown) > 40:
+        t.add_row(f"... {len(shown) - 40} more files", "", "", "", "", "", "")
+    tot = report.to_dict()["totals"]
+    t.add_row("[bold]total", "", str(tot["read"]), str(tot["stored"]), str(tot["duplicates"]),
+              str(tot["quarantined"]), "")
+    console.print(t)
+    skipped = [f for f in report.files if f.skipped]
+    if skipped:
+        console.print(f"{len(skipped)} file(s) skipped: already ingested with the same options "
+                      "(use --force to read them again)")
+    check = "ok" if report.consistent else "MISMATCH"
+    console.print(f"read {tot['read']} = stored {tot['stored']} + duplicates "
+                  f"{tot['duplicates']} + quarantined {tot['quarantined']}  [{check}]")
+
+
+# ---------------------------------------------------------------- stats
+@app.command()
+def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Rows per source and kind, length statistics (characters), quarantine reasons."""
+    from curate.stats import store_stats
+
+    st = _store(store)
+    data = store_stats(st)
+    if as_json:
+        print(json.dumps(data, default=str))
+        return
+    tot = data["totals"][0]
+    console.print(f"[bold]{st.root}[/]: {tot['examples']} examples from {tot['sources']} "
+                  f"sources ({tot['ingested_files']} files); {tot['duplicates']} duplicates, "
+                  f"{tot['quarantined']} quarantined")
+    shown = {"by_source": ["source", "kind", "rows", "prompt_chars_mean", "response_chars_p50",
+                           "response_chars_max", "turns_mean", "success_rate"]}
+    for name, title in (("by_kind", "by kind"), ("by_source", "by source and kind"),
+                        ("quarantine", "quarantine reasons"), ("duplicates", "duplicates by source")):
+        rows = data[name]
+        if rows:
+            _print_rows(rows, title=title, limit=30, columns=shown.get(name))
+
+
+def _print_rows(rows: list[dict], title: str | None = None, limit: int | None = None,
+                columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(str(c), overflow="fold", max_width=60)
+    for r in rows[:limit] if limit else rows:
+        t.add_row(*("" if r[c] is None else str(r[c]) for c in columns))
+    console.print(t)
+    if limit and len(rows) > limit:
+        console.print(f"... {len(rows) - limit} more rows (use --json or `curate sql` for all)")
+
+
+# ---------------------------------------------------------------- sql
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL over the views: examples, pairs, quarantine, "
+                                              "duplicates, ingest_runs.")],
+    format: Annotated[str, typer.Option("--format", "-f",
+                                        help="table, csv or json (one object per line).")] = "table",
+    store: StoreOpt = None,
+) -> None:
+    """Run a read-only SQL query over the store's catalog (DuckDB)."""
+    import duckdb
+
+    if format not in ("table", "csv", "json"):
+        raise CurateError(f"unknown --format {format!r}\n  fix: use table, csv or json")
+    con = _store(store).connect()
+    try:
+        try:
+            rel = con.execute(query)
+        except duckdb.Error as e:
+            raise CurateError(f"SQL error: {e}\n  fix: the views are examples, pairs, "
+                              "quarantine, duplicates, ingest_runs (see `curate stats`)") from e
+        if not rel.description:
+            return
+        columns = [d[0] for d in rel.description]
+        if format == "csv":
+            import csv
+
+            w = csv.writer(sys.stdout)
+            w.writerow(columns)
+            while chunk := rel.fetchmany(10000):
+                w.writerows(chunk)
+        elif format == "json":
+            while chunk := rel.fetchmany(10000):
+                for r in chunk:
+                    print(json.dumps(dict(zip(columns, r)), default=str, ensure_ascii=False))
+        else:
+            rows = [dict(zip(columns, r)) for r in rel.fetchmany(1001)]
+            _print_rows(rows[:1000], columns=columns)
+            if len(rows) > 1000:
+                console.print("(first 1000 rows shown; use --format csv|json for all)")
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------- export
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file.")],
+    format: Annotated[str, typer.Option(
+        "--format", "-f", help="jsonl (canonical rows), parquet, or messages "
+        "({\"messages\": [...]} lines for TRL / datasets).")] = "jsonl",
+    selection: Annotated[str | None, typer.Option(help="Export this saved selection, in rank "
+                                                       "order.")] = None,
+    where: Annotated[str | None, typer.Option(help="SQL filter over examples columns, e.g. "
+                                                   "\"kind = 'trace' AND outcome.success\".")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export examples (all, filtered, or a selection) to a file trainers read as is."""
+    from curate.export import export as run_export
+
+    report = run_export(_store(store), out, format=format, selection=selection, where=where)
+    if as_json:
+        print(json.dumps(report.__dict__))
+    else:
+        console.print(f"wrote {report.rows} examples to {report.path} ({report.format})")
+
+
+def main() -> None:
+    try:
+        app()
+    except CurateError as e:
+        err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)
+        sys.exit(2)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""One error family. Messages name the file, the row and the fix; the CLI prints them
+without a traceback."""
+
+from __future__ import annotations
+
+
+class CurateError(Exception):
+    """Base of every error curate raises for a user mistake or bad input."""
+
+
+class InputError(CurateError):
+    """A file cannot be read as asked: unknown format, unreadable, bad option."""
+
+    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
+                 fix: str | None = None):
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if row is not None:
+                where += f", row {row}"
+            where += ": "
+        text = where + message
+        if fix:
+            text += f"\n  fix: {fix}"
+        super().__init__(text)
+        self.path, self.row, self.fix = path, row, fix
+
+
+class StoreError(CurateError):
+    """The store is missing, locked by another writer, or not a curate store."""
+
+
+class QueryError(CurateError):
+    """A SQL query or filter expression failed."""

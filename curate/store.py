@@ -1,0 +1,285 @@
+"""The store: a directory of Parquet parts with a DuckDB catalog of views over them.
+
+    <store>/
+      store.json               marks the directory as a curate store (format version)
+      catalog.duckdb           views over everything below; rebuilt atomically, never
+                               held open by a writer, so readers are never blocked
+      ingest/<run_id>/         one commit of one or more ingested files (N = file index):
+          examples-N.parquet   rows in the canonical schema (new ids only)
+          quarantine-N.parquet rejected rows with reason and raw text
+          duplicates-N.parquet rows whose id was already stored
+          run.parquet          one row per file: path, file hash, counts, times, version
+      .lock                    held by the one writer (flock)
+      .tmp/                    staging; a commit is one rename out of here
+
+A crash leaves at most a staging folder, which the next writer removes: the store is
+never half-written, and a rerun redoes only the file that was not committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import StoreError
+from curate.schema import DUPLICATE_SCHEMA, EXAMPLE_SCHEMA, QUARANTINE_SCHEMA
+
+STORE_FORMAT = 1
+DEFAULT_STORE = "curate-store"
+
+INGEST_RUN_SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("invocation_id", pa.string()),
+    ("path", pa.string()),
+    ("file_hash", pa.string()),
+    ("file_bytes", pa.int64()),
+    ("options_key", pa.string()),  # file hash + format + source + mapping
+    ("source", pa.string()),
+    ("format", pa.string()),
+    ("mapping", pa.string()),
+    ("records", pa.int64()),
+    ("read", pa.int64()),
+    ("stored", pa.int64()),
+    ("duplicates", pa.int64()),
+    ("quarantined", pa.int64()),
+    ("started_at", pa.timestamp("us", tz="UTC")),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("seconds", pa.float64()),
+    ("curate_version", pa.string()),
+])
+
+# view name -> (glob relative to the store, schema used when no part exists yet)
+VIEWS: dict[str, tuple[str, pa.Schema]] = {
+    "examples": ("ingest/*/examples-*.parquet", EXAMPLE_SCHEMA),
+    "quarantine": ("ingest/*/quarantine-*.parquet", QUARANTINE_SCHEMA),
+    "duplicates": ("ingest/*/duplicates-*.parquet", DUPLICATE_SCHEMA),
+    "ingest_runs": ("ingest/*/run.parquet", INGEST_RUN_SCHEMA),
+}
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("CURATE_STORE", DEFAULT_STORE))
+
+
+def new_run_id(prefix: str) -> str:
+    """Sortable by time, unique across processes: 20261122T001500-ingest-1a2b3c4d."""
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class Store:
+    """A curate store directory. Reading needs nothing; writing goes through `writer()`."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.root = Path(path if path is not None else default_store_path()).absolute()
+
+    # ---------------------------------------------------------------- layout
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / "store.json").is_file()
+
+    def require(self) -> "Store":
+        """Fail clearly when the path is not a store (for read-only commands)."""
+        if not self.exists:
+            raise StoreError(
+                f"{self.root} is not a curate store\n  fix: ingest something first "
+                f"(curate --store {self.root} ingest FILE), or point --store / CURATE_STORE "
+                "at an existing store")
+        return self
+
+    def _init(self) -> None:
+        if self.root.exists() and any(self.root.iterdir()) and not self.exists:
+            raise StoreError(
+                f"{self.root} exists and is not a curate store (no store.json)\n"
+                "  fix: choose an empty or new directory with --store")
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.exists:
+            _write_atomic(self.root / "store.json",
+                          json.dumps({"format": STORE_FORMAT, "created_at": _now_iso()}).encode())
+
+    # ---------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def writer(self, wait: float | None = None) -> Iterator["Writer"]:
+        """Hold the store's write lock. A second writer waits up to `wait` seconds
+        (default: CURATE_LOCK_WAIT or 30), then fails naming the holder."""
+        self._init()
+        wait = float(os.environ.get("CURATE_LOCK_WAIT", 30)) if wait is None else wait
+        lock_path = self.root / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = lock_path.read_text(errors="replace").strip() or "unknown"
+                        raise StoreError(
+                            f"{self.root} is being written by another process ({holder})\n"
+                            "  fix: wait for it to finish, or raise CURATE_LOCK_WAIT "
+                            "(seconds) to queue behind it") from None
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} since {_now_iso()}".encode())
+            tmp = self.root / ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a crashed writer
+            tmp.mkdir()
+            writer = Writer(self)
+            try:
+                yield writer
+            finally:
+                if writer.committed or not self.catalog_path.exists():
+                    self.rebuild_catalog()
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # ---------------------------------------------------------------- reading
+    def parts(self, view: str) -> list[Path]:
+        glob, _ = VIEWS[view]
+        return sorted(self.root.glob(glob))
+
+    def read_table(self, view: str, columns: list[str] | None = None) -> pa.Table:
+        """All committed parts of a view as one Arrow table (for small tables and ids)."""
+        parts = self.parts(view)
+        schema = VIEWS[view][1]
+        if not parts:
+            return schema.empty_table() if columns is None else \
+                pa.schema([schema.field(c) for c in columns]).empty_table()
+        import pyarrow.dataset as ds
+
+        return ds.dataset(parts, format="parquet", schema=schema).to_table(columns=columns)
+
+    def connect(self):
+        """A read-only DuckDB connection with every view (never blocks on a writer)."""
+        import duckdb
+
+        self.require()
+        if self.catalog_path.is_file():
+            con = duckdb.connect(str(self.catalog_path), read_only=True)
+            try:
+                rows = con.execute("SELECT root, signature FROM _curate").fetchall()
+                row = rows[0] if rows else None
+                if row and tuple(row) == (str(self.root), _signature(self.root)):
+                    return con
+            except duckdb.Error:
+                pass
+            con.close()
+        # moved or not yet built: same views, in memory
+        con = duckdb.connect()
+        _create_views(con, self.root)
+        return con
+
+    def rebuild_catalog(self) -> None:
+        """Write catalog.duckdb anew beside the old one and swap it in (atomic)."""
+        import duckdb
+
+        tmp = self.root / ".tmp" / f"catalog-{uuid.uuid4().hex[:8]}.duckdb"
+        tmp.parent.mkdir(exist_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            _create_views(con, self.root)
+            con.execute("CREATE TABLE _curate AS SELECT ? AS root, ? AS signature, "
+                        "? AS format, ? AS built_at",
+                        [str(self.root), _signature(self.root), STORE_FORMAT, _now_iso()])
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, self.catalog_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(str(tmp) + ".wal")
+
+
+def _signature(root: Path) -> str:
+    """Which views have parts: the catalog is stale when this changes."""
+    return ",".join(n for n, (g, _) in VIEWS.items() if any(root.glob(g)))
+
+
+# Derived views: prompt and response are the last user and assistant turns, not copies.
+DERIVED_VIEWS = {
+    "pairs": """
+        SELECT id, source, source_row, kind,
+               list_filter(messages, lambda m: m.role = 'user')[-1].content AS prompt,
+               list_filter(messages, lambda m: m.role = 'assistant')[-1].content AS response,
+               len(messages) AS turns, outcome.success AS success, outcome.reward AS reward
+        FROM examples""",
+}
+
+
+def _create_views(con, root: Path) -> None:
+    for name, (glob, schema) in VIEWS.items():
+        if any(root.glob(glob)):
+            path = str(root / glob).replace("'", "''")
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS "
+                        f"SELECT * FROM read_parquet('{path}', union_by_name = true)")
+        else:
+            con.register(f"_empty_{name}", schema.empty_table())
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _empty_{name}")
+            con.unregister(f"_empty_{name}")
+    for name, sql in DERIVED_VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+
+
+class Writer:
+    """Staging and commits for the process holding the lock."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.committed = 0
+
+    def stage(self, run_id: str) -> Path:
+        path = self.store.root / ".tmp" / run_id
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, staged: Path, dest: str) -> Path:
+        """Move a staged folder to `dest` (relative to the store) in one rename."""
+        for f in staged.iterdir():
+            _fsync(f)
+        target = self.store.root / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, target)
+        _fsync(target.parent)
+        self.committed += 1
+        if self.committed == 1:
+            self.store.rebuild_catalog()  # again when the writer closes
+        return target
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    pq.write_table(table, path, compression="zstd")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
