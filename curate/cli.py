@@ -56,7 +56,7 @@ def ingest(
     force: Annotated[bool, typer.Option(
         help="Read files again even when already ingested with the same options.")] = False,
     max_record_mb: Annotated[float, typer.Option(
-        help="Records larger than this go to quarantine.")] = 16.0,
+        help="Records larger than this go to quarantine.")] = 4.0,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -144,7 +144,8 @@ def _print_ingest(report, st) -> None:
                       "(use --force to read them again)")
     check = "ok" if report.consistent else "MISMATCH"
     console.print(f"read {tot['read']} = stored {tot['stored']} + duplicates "
-                  f"{tot['duplicates']} + quarantined {tot['quarantined']}  [{check}]")
+                  f"{tot['duplicates']} + quarantined {tot['quarantined']}  [{check}]",
+                  markup=False)
 
 
 # ---------------------------------------------------------------- stats

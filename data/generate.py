@@ -553,9 +553,17 @@ TEMPLATES = {
 }
 
 
+SEEN_PROBLEMS: set = set()
+
+
 def word_problem(name: str):
     sample, ask, solve, diff = TEMPLATES[name]
-    p = sample(rng)
+    while True:
+        p = sample(rng)
+        key = (name, tuple(sorted((k, v) for k, v in p.items() if isinstance(v, int))))
+        if key not in SEEN_PROBLEMS:
+            SEEN_PROBLEMS.add(key)
+            break
     q = ask(p, rng)
     c = Calc()
     answer = solve(p, c)
@@ -578,9 +586,16 @@ def gsm_answer(problem) -> str:
     return render(problem["calc"], "gsm") + f"\n#### {problem['answer']}"
 
 
+SUFFIX = {"travel": " km", "saving": " weeks", "tank": " minutes", "temperature": "°C",
+          "clubs": " students", "reading": " pages", "ages": " years", "sharing": " each"}
+
+
 def prose_answer(problem) -> str:
     u = unit_of(problem)
-    return render(problem["calc"], "prose") + f"\nThe answer is {u}{problem['answer']}."
+    suffix = SUFFIX.get(problem["template"], "")
+    if problem["template"] == "baking":
+        suffix = f" {problem['params']['unit']}"
+    return render(problem["calc"], "prose") + f"\nThe answer is {u}{problem['answer']}{suffix}."
 
 
 # ---------------------------------------------------------------------------------------
@@ -756,7 +771,7 @@ CODE_TASKS = [
      "        if a[i] <= b[j]:\n            out.append(a[i])\n            i += 1\n        else:\n"
      "            out.append(b[j])\n            j += 1\n    return out + a[i:] + b[j:]",
      "merge_sorted([1, 4, 9], [2, 3, 10])", "medium"),
-    ("Write a Python generator-free function that splits a list into chunks of a given size.",
+    ("Write a Python function that splits a list into chunks of a given size.",
      "Step through the list in strides of `size` and slice:",
      "def chunk(items, size):\n    return [items[i:i + size] for i in range(0, len(items), size)]",
      "chunk([1, 2, 3, 4, 5, 6, 7], 3)", "easy"),
@@ -1945,12 +1960,17 @@ def t_interest(r):
 
 
 def t_change(r):
-    old = r.choice([20, 25, 40, 80, 125, 200, 250])
+    old = r.choice([20, 25, 40, 50, 80, 100, 125, 200, 250, 400, 500])
     new = old + r.choice([-1, 1]) * 5 * r.randint(1, old // 10)
     ch = Fraction(new - old, old) * 100
     word = "increase" if new > old else "decrease"
     item = r.choice(["a train ticket", "a bag of flour", "a concert ticket", "a monthly bus pass"])
-    q = (f"The price of {item} went from ${old} to ${new}. What is the percentage change?")
+    q = r.choice([f"The price of {item} went from ${old} to ${new}. What is the percentage "
+                  f"change?",
+                  f"{item[0].upper() + item[1:]} used to cost ${old} and now costs ${new}. By "
+                  f"what percentage has the price changed?",
+                  f"How do I work out the percentage change when a price goes from ${old} to "
+                  f"${new}?"])
     ans = (f"Percentage change = change ÷ original × 100. The change is {new} - {old} = "
            f"{new - old}. So {new - old} ÷ {old} × 100 = {dec(abs(ch))}%, which is a "
            f"{dec(abs(ch))}% {word}. Always divide by the original price, not the new one.")
@@ -1966,7 +1986,9 @@ def t_ratio(r):
     p1, p2 = person(r)["name"], person(r)["name"]
     while p2 == p1:
         p2 = person(r)["name"]
-    q = f"How do I share {n} sweets between {p1} and {p2} in the ratio {a}:{b}?"
+    q = r.choice([f"How do I share {n} sweets between {p1} and {p2} in the ratio {a}:{b}?",
+                  f"{p1} and {p2} split {n} stickers in the ratio {a}:{b}. How many does each "
+                  f"of them get?"])
     ans = (f"Add the parts: {a} + {b} = {a + b}. One part is {n} ÷ {a + b} = {unit}. {p1} gets "
            f"{a} × {unit} = {a * unit} and {p2} gets {b} × {unit} = {b * unit}. Check: {a * unit} "
            f"+ {b * unit} = {n}.")
@@ -1990,8 +2012,10 @@ def t_speed(r):
     mins = r.choice([12, 15, 30, 36, 45, 90])
     speed = r.choice([12, 24, 36, 48, 60])
     dist = Fraction(speed * mins, 60)
-    q = (f"A cyclist covers {dec(dist)} km in {mins} minutes. What is the average speed in "
-         f"km/h?")
+    q = r.choice([f"A cyclist covers {dec(dist)} km in {mins} minutes. What is the average "
+                  f"speed in km/h?",
+                  f"If a boat travels {dec(dist)} km in {mins} minutes, what is its average "
+                  f"speed in km/h?"])
     ans = (f"Speed = distance ÷ time, with time in hours. {mins} minutes is {mins} ÷ 60 = "
            f"{dec(Fraction(mins, 60))} hours. So the speed is {dec(dist)} ÷ "
            f"{dec(Fraction(mins, 60))} = {speed} km/h.")
@@ -2083,13 +2107,22 @@ def sharegpt_rows() -> list[R]:
         c += [{"from": "human" if k % 2 == 0 else "gpt", "value": t} for k, t in enumerate(turns)]
         rows.append(R({"id": f"tutor-{n:04d}", "conversations": c}, label=label))
 
+    seen: set = set()
+
+    def fresh(tpl):
+        while True:
+            out = tpl(rng)
+            if out[3] not in seen:
+                seen.add(out[3])
+                return out
+
     for k in range(36):
         tpl = TUTOR_TEMPLATES[k % len(TUTOR_TEMPLATES)]
-        q, a, _, _, _ = tpl(rng)
+        q, a, _, _, _ = fresh(tpl)
         turns = [q, a]
         if k % 4 == 1:  # practice follow-up, sometimes with a wrong attempt
-            q2, a2, res, task, wrong = tpl(rng)
-            right = rng.random() < 0.55
+            q2, a2, res, task, wrong = fresh(tpl)
+            right = rng.random() < 0.55 or wrong == res
             turns += ["Thanks! Can you give me one to try myself?",
                       f"Of course. Try to {task}. Tell me what you get.",
                       f"I got {res if right else wrong}.",
@@ -2441,32 +2474,34 @@ TRACES = [
          "search[Marrow Bay Lighthouse]"),
         ("The range isn't in the first sentences. Let me look up 'miles'.", "lookup[miles]"),
         ("The light can be seen from 22 nautical miles away.", "finish[22 nautical miles]")], True),
-    # unsuccessful episodes
-    ("Where was the founder of the Orran Observatory born?", [
-        ("First I need the founder of the Orran Observatory.", "search[Orran Observatory]"),
-        ("It was founded by Hesper Lund. The observatory is on Mount Orran, so she was probably "
-         "born near the mountain.", "finish[Mount Orran]")], False),
-    ("How many years after Kell was founded was the Glasswright Guild founded?", [
-        ("I need the founding year of Kell.", "search[Kell]"),
-        ("Kell was founded in 1602. Now the guild.", "search[Glasswright Guild]"),
-        ("The guild was founded in 1655. 1655 - 1602 = 63.", "finish[63 years]")], False),
-    ("What is the orbital period of the comet discovered at the Orran Observatory?", [
+    # unsuccessful episodes: a guess, an arithmetic slip, a wrong page, a partial answer
+    ("What is the population of the island where the astronomer Tobias Ames was born?", [
+        ("I should find where Tobias Ames was born.", "search[Tobias Ames]"),
+        ("He was from Brindle Island. It is a small island, so probably a few hundred people "
+         "live there.", "finish[about 300]")], False),
+    ("How many years after the Marrow Bay Lighthouse was completed was the Tarrow Bridge "
+     "completed?", [
+        ("I need the completion year of the lighthouse.", "search[Marrow Bay Lighthouse]"),
+        ("It was completed in 1874. Now the bridge.", "search[Tarrow Bridge]"),
+        ("The bridge was completed in 1880. 1880 - 1874 = 4.", "finish[4 years]")], False),
+    ("Who is the comet discovered at the Orran Observatory named after?", [
         ("I should search for the Orran Observatory.", "search[Orran Observatory]"),
-        ("The comet is Lund-Ames. Let me search for it.", "search[Lund-Ames]"),
-        ("I could not find the page. Comets often return about every 76 years.",
-         "finish[76 years]")], False),
+        ("The comet is Comet Lund-Ames. Let me search for it.", "search[Lund-Ames]"),
+        ("There is no page with that name. The observatory was founded by Hesper Lund, so the "
+         "comet must be named after her.", "finish[Hesper Lund]")], False),
     ("In what year did Tobias Ames become director of the Orran Observatory?", [
         ("I should search for Tobias Ames.", "search[Tobias Ames]"),
         ("He joined the observatory in 1934; that must be when he became director.",
          "finish[1934]")], False),
-    ("How tall is the mountain where the River Tarrow rises?", [
-        ("I need to know where the River Tarrow rises.", "search[River Tarrow]"),
-        ("The river rises on Mount Orran and is 58 kilometres long, so the answer is 58.",
+    ("How long is the Tarrow Bridge?", [
+        ("The bridge crosses the River Tarrow, so I will search for the river.",
+         "search[River Tarrow]"),
+        ("The river is 58 kilometres long, so that is the length of the bridge.",
          "finish[58 kilometres]")], False),
-    ("What are the official languages of the Vessary Archipelago?", [
+    ("Which body governs the Vessary Archipelago, and where does it meet?", [
         ("I should search for the Vessary Archipelago.", "search[Vessary Archipelago]"),
-        ("The page is in English, so the official language must be English.",
-         "finish[English]")], False),
+        ("Government isn't in the first sentences. Kell is the capital of Easthollow, so it is "
+         "probably the Kell city council.", "finish[the Kell city council, in Kell]")], False),
 ]
 
 
@@ -2516,20 +2551,30 @@ def solution_text(problem, calc, answer, style):
                      enumerate(render(calc, "prose").split("\n"))) + f"\nFinal answer: {answer}"
 
 
+def wrong_solution(problem) -> tuple[Calc, int]:
+    """A plausible slip: one step off by a little, carried through, no division after it."""
+    steps = problem["calc"].steps
+    n = len(steps)
+    spots = [k for k in range(n) if all("/" not in steps[j][1] for j in range(k + 1, n))]
+    while True:
+        calc, ans = resolve(problem, (rng.choice(spots), rng.choice([-10, -4, -2, -1, 1, 2, 5, 10])))
+        if isinstance(ans, int) and ans > 0 and ans != problem["answer"]:
+            return calc, ans
+
+
 def solutions_rows() -> list[R]:
     rows = []
     names = list(TEMPLATES)
     rng.shuffle(names)
+    slots = [(i, k) for i in range(15) for k in range(3 if i % 3 == 0 else 2)]
+    wrong = set(rng.sample(slots, 12))
+    styles = ["prose", "terse", "steps"]
     for i in range(15):
         prob = word_problem(names[i])
-        n_models = 3 if i % 3 == 0 else 2
         rec = {"question": prob["question"], "ground_truth": str(prob["answer"])}
-        styles = ["prose", "terse", "steps"]
-        for k in range(n_models):
-            wrong = rng.random() < 0.35
-            if wrong:
-                step = rng.randrange(len(prob["calc"].steps))
-                calc, ans = resolve(prob, (step, rng.choice([-10, -3, -2, 2, 5, 10])))
+        for k in range(3 if i % 3 == 0 else 2):
+            if (i, k) in wrong:
+                calc, ans = wrong_solution(prob)
             else:
                 calc, ans = prob["calc"], prob["answer"]
             rec[f"model_{'abc'[k]}"] = {"is_correct": ans == prob["answer"],
@@ -2663,8 +2708,12 @@ def zstd_decompress(data: bytes) -> bytes:
         import zstandard
         return zstandard.ZstdDecompressor().decompress(data)
     except ImportError:
-        from compression import zstd
+        pass
+    try:
+        from compression import zstd  # Python >= 3.14
         return zstd.decompress(data)
+    except ImportError:
+        sys.exit("generate.py: no zstandard module; run it with .venv/bin/python")
 
 
 def csv_bytes(rows: list[R]) -> bytes:
@@ -2744,6 +2793,8 @@ def readme(rows: dict[str, list[R]]) -> str:
     count = {k: sum(p["kind"] == k for p in PLANTED) for k in kinds}
     n_sol = sum(len([v for v in r.obj.values() if isinstance(v, dict)])
                 for r in rows["solutions_labelled.jsonl"])
+    n_wrong = sum(1 for r in rows["solutions_labelled.jsonl"] for v in r.obj.values()
+                  if isinstance(v, dict) and not v["is_correct"])
     lines = [
         "# Sample corpus",
         "",
@@ -2771,12 +2822,18 @@ def readme(rows: dict[str, list[R]]) -> str:
         extra = f" ({n_sol} model solutions)" if name == "solutions_labelled.jsonl" else ""
         lines.append(f"| `{name}` | {fmt} | {n}{extra} | {what} |")
     total = sum(len(v) for v in rows.values())
+    examples = total - count["broken"] + n_sol - len(rows["solutions_labelled.jsonl"])
     lines += [
         "",
         f"Total: {total} rows ({len(rows['agent_traces.json'])} of them agent traces). "
         f"Planted: {count['exact duplicate']} exact duplicates, {count['near duplicate']} near "
         f"duplicates, {count['broken']} broken rows, {count['low quality']} valid but weak "
         "rows.",
+        "",
+        f"What a correct ingest of the whole folder gives: {total} records read, "
+        f"{count['broken']} quarantined, {examples} examples (`solutions_labelled.jsonl` gives "
+        f"one per model solution), {examples - count['exact duplicate']} unique after exact "
+        f"deduplication (each planted exact duplicate has one earlier copy).",
         "",
         "## Planted cases",
         "",
@@ -2805,10 +2862,10 @@ def readme(rows: dict[str, list[R]]) -> str:
         "Broken rows must be quarantined with a reason, never crash the ingest. The JSON "
         "arrays stay valid JSON; their broken rows are a missing or empty field only.",
         "",
-        "Other things a curator should notice, not planted as cases: in "
+        f"Other things a curator should notice, not planted as cases: in "
         "`agent_traces.json` 6 of the 30 distinct traces end with `reward = False` (wrong or "
-        "guessed answers); in `solutions_labelled.jsonl` some model solutions are wrong "
-        "(`is_correct: false`); in `reviews.csv` the low ratings mark weak answers. Rows from "
+        f"guessed answers); in `solutions_labelled.jsonl` {n_wrong} of the {n_sol} model solutions are "
+        "wrong (`is_correct: false`, an arithmetic slip carried through); in `reviews.csv` the low ratings mark weak answers. Rows from "
         "the same template (e.g. two shopping word problems) are distinct examples, not near "
         "duplicates: names, items and numbers differ.",
         "",

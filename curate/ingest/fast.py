@@ -91,6 +91,9 @@ def flat_columns(chunk: bytes, user_key: str, limit: int):
     react = pc.match_substring_regex(response, _REACT_ACTION)
     slow = pc.or_kleene(pc.or_kleene(pc.is_null(user), pc.is_null(response)),
                         pc.or_kleene(empty, react))
+    for n in extra_names:  # absent and null look alike in Arrow: let the row path decide
+        if table[n].null_count:
+            slow = pc.or_kleene(slow, pc.is_null(table[n].combine_chunks()))
     slow = pc.fill_null(slow, True)
     if extra_names:
         import polars as pl

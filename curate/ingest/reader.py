@@ -20,7 +20,7 @@ from curate.ingest.sources import (CONTAINERS, RowError, Source, jsonl_records, 
 from curate.schema import EXAMPLE_SCHEMA, MESSAGE, example_ids
 
 DEFAULT_BATCH_ROWS = 16384
-DEFAULT_MAX_RECORD_BYTES = 16 << 20
+DEFAULT_MAX_RECORD_BYTES = 4 << 20  # a 4 MB example is ~1M tokens: not SFT data
 DETECT_ROWS = 64  # records sampled for format auto-detection
 # formats the vectorized JSONL path handles, with the field that holds the instruction
 FAST_FLAT = {"alpaca": "instruction", "prompt_completion": "prompt", "qa": "question"}
