@@ -123,21 +123,29 @@ class _IngestProgress:
 
 
 def _print_ingest(report, st) -> None:
-    t = Table(title=f"ingest into {st.root}", show_lines=False)
-    for c in ("file", "format", "read", "stored", "duplicates", "quarantined", "note"):
-        t.add_column(c, justify="right" if c in ("read", "stored", "duplicates", "quarantined")
-                     else "left")
+    t = Table(title=f"ingest into {st.root}")
+    t.add_column("file", overflow="fold")
+    t.add_column("format")
+    for c in ("read", "stored", "dups", "quarantined"):
+        t.add_column(c, justify="right")
     shown = [f for f in report.files if not f.skipped]
     for f in shown[:40]:
-        note = ", ".join(f"{k} x{v}" for k, v in f.reasons.items())
-        t.add_row(f.path, f.format or "-", str(f.read), str(f.stored), str(f.duplicates),
-                  str(f.quarantined), note)
+        t.add_row(Path(f.path).name, f.format or "-", str(f.read), str(f.stored),
+                  str(f.duplicates), str(f.quarantined))
     if len(shown) > 40:
-        t.add_row(f"... {len(shown) - 40} more files", "", "", "", "", "", "")
+        t.add_row(f"... {len(shown) - 40} more files", "", "", "", "", "")
     tot = report.to_dict()["totals"]
     t.add_row("[bold]total", "", str(tot["read"]), str(tot["stored"]), str(tot["duplicates"]),
-              str(tot["quarantined"]), "")
+              str(tot["quarantined"]))
     console.print(t)
+    reasons: dict[str, int] = {}
+    for f in shown:
+        for k, v in f.reasons.items():
+            reasons[k] = reasons.get(k, 0) + v
+    if reasons:
+        console.print("quarantined: " + ", ".join(f"{k} x{v}" for k, v in
+                                                  sorted(reasons.items(), key=lambda kv: -kv[1]))
+                      + "  (see `curate sql \"SELECT * FROM quarantine\"`)", markup=False)
     skipped = [f for f in report.files if f.skipped]
     if skipped:
         console.print(f"{len(skipped)} file(s) skipped: already ingested with the same options "

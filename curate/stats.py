@@ -25,7 +25,7 @@ _QUERIES = {
         SELECT kind, count(*) AS rows, round(avg(length(response)))::BIGINT AS response_chars_mean
         FROM pairs GROUP BY kind ORDER BY rows DESC""",
     "quarantine": """
-        SELECT regexp_extract(reason, '^[^:(]*') AS reason, count(*) AS rows,
+        SELECT regexp_extract(reason, '^[^:]*') AS reason, count(*) AS rows,
                min(path || ' row ' || source_row) AS example
         FROM quarantine GROUP BY 1 ORDER BY rows DESC""",
     "duplicates": """

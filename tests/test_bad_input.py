@@ -37,9 +37,9 @@ def test_bad_rows_quarantined_with_reasons(tmp_path, store):
     assert f.read == f.stored + f.duplicates + f.quarantined
     got = dict(rows(store, "SELECT source_row, reason FROM quarantine"))
     assert "malformed JSON" in got[1]
-    assert got[2] == "no assistant/response text"
+    assert got[2] == "empty response: no assistant/response text"
     assert "'output' is int (42), expected text" in got[3]
-    assert "missing a response field" in got[4]
+    assert got[4].startswith("missing field: a response")
     assert "expected a JSON object" in got[5]
     assert "invalid UTF-8" in got[8]
     raw = dict(rows(store, "SELECT source_row, raw FROM quarantine"))
@@ -74,7 +74,7 @@ def test_broken_json_array_keeps_rows_before_the_break(tmp_path, store):
     f = report.files[0]
     assert f.stored == 1 and f.quarantined == 1
     (reason,) = rows(store, "SELECT reason FROM quarantine")[0]
-    assert "cannot be parsed after item 0" in reason
+    assert "array cannot be parsed after item 0" in reason
 
 
 def test_unknown_format_stops_and_keeps_earlier_files(tmp_path, store):

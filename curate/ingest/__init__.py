@@ -257,10 +257,8 @@ def _ingest_file(path: Path, fr: FileReport, group: _Group, seen: set[str], form
 
 
 def _reason_kind(reason: str) -> str:
-    """Group reasons for summaries: the text before the first detail."""
-    for sep in (":", " (", " at byte"):
-        reason = reason.split(sep, 1)[0]
-    return reason.strip()
+    """The category of a quarantine reason: every reason reads `category: detail`."""
+    return reason.split(":", 1)[0].strip()
 
 
 class _Sinks:

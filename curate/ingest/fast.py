@@ -62,6 +62,10 @@ def flat_columns(chunk: bytes, user_key: str, limit: int):
     lines = np.flatnonzero(nonblank)
     if table.num_rows != len(lines):
         return None
+    try:
+        table.validate(full=True)  # Arrow's JSON reader passes invalid UTF-8 through
+    except pa.ArrowInvalid:
+        return None
     names = table.column_names
     rkey = next((k for k in RESPONSE_KEYS if k in names), None)
     ikey = next((k for k in INPUT_KEYS if k in names), None)

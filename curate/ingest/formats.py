@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from curate.errors import InputError
-from curate.ingest.react import is_react, parse_reward, split_react
+from curate.ingest.react import has_action, is_react, parse_reward, split_react
 from curate.ingest.sources import RowError
 
 Turns = list[tuple[str, str]]
@@ -52,10 +52,11 @@ def _text(rec: dict, key: str, required: bool = True) -> str | None:
     value = rec.get(key)
     if value is None:
         if required:
-            raise RowError(f"missing field {key!r}")
+            raise RowError(f"missing field: {key!r}")
         return None
     if not isinstance(value, str):
-        raise RowError(f"field {key!r} is {type(value).__name__} ({_short(value)}), expected text")
+        raise RowError(f"wrong type: field {key!r} is {type(value).__name__} ({_short(value)}), "
+                       "expected text")
     return value
 
 
@@ -90,7 +91,8 @@ def _outcome(rec: dict, used: set) -> tuple[bool | None, float | None]:
         elif isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
             success = value.strip().lower() in ("true", "1")
         else:
-            raise RowError(f"field {key!r} is {_short(value)}, expected a number or true/false")
+            raise RowError(f"wrong type: field {key!r} is {_short(value)}, expected a number or "
+                           "true/false")
     if success is None and reward is not None:
         success = reward > 0
     return success, reward
@@ -104,13 +106,15 @@ def finish(turns: Turns, extras: dict, success: bool | None, reward: float | Non
            force_trace: bool = False) -> Row:
     """Shared tail of every format: ReAct expansion, validation, kind."""
     if not any(r == "assistant" and c.strip() for r, c in turns):
-        raise RowError("no assistant/response text")
+        raise RowError("empty response: no assistant/response text")
     react = False
-    if any(r == "assistant" and is_react(c) for r, c in turns):
+    acting = [c for r, c in turns if r == "assistant" and has_action(c)]
+    if acting and (any(is_react(c) for c in acting) or any(
+            r in ("user", "tool") and c.lstrip().startswith("Observation") for r, c in turns)):
         react = True
         expanded: Turns = []
         for role, content in turns:
-            if role == "assistant" and is_react(content):
+            if role == "assistant" and has_action(content):
                 expanded.extend(split_react(content))
             elif role == "user" and content.lstrip().startswith("Observation"):
                 expanded.append(("tool", content))  # chat renderings send observations as user
@@ -122,7 +126,7 @@ def finish(turns: Turns, extras: dict, success: bool | None, reward: float | Non
             if parsed:
                 success, reward = parsed
     elif force_trace:
-        raise RowError("response is not a ReAct trace (no Thought/Action/Observation lines)")
+        raise RowError("not a trace: the response has no Thought/Action/Observation lines")
     if react or force_trace or any(r == "tool" for r, _ in turns) or success is not None \
             or reward is not None:
         kind = "trace"
@@ -140,9 +144,9 @@ def map_flat(rec: dict, user_keys=USER_KEYS, response_keys=RESPONSE_KEYS,
     ukey = _first_key(rec, user_keys)
     rkey = _first_key(rec, response_keys)
     if ukey is None:
-        raise RowError(f"missing an instruction field (one of {', '.join(user_keys)})")
+        raise RowError(f"missing field: an instruction (one of {', '.join(user_keys)})")
     if rkey is None:
-        raise RowError(f"missing a response field (one of {', '.join(response_keys)})")
+        raise RowError(f"missing field: a response (one of {', '.join(response_keys)})")
     user = _text(rec, ukey)
     response = _text(rec, rkey)
     used.update((ukey, rkey))
@@ -180,23 +184,25 @@ def _content(value: object, where: str) -> str:
         texts = [p.get("text", "") for p in value if isinstance(p, dict) and p.get("type") == "text"]
         if len(texts) == len(value):
             return "\n".join(texts)
-    raise RowError(f"{where} is {type(value).__name__} ({_short(value)}), expected text")
+    raise RowError(f"wrong type: {where} is {type(value).__name__} ({_short(value)}), "
+                   "expected text")
 
 
 def map_turns(rec: dict, key: str, role_key: str, content_key: str) -> list[Row]:
     """Chat messages (`role`/`content`) and ShareGPT (`from`/`value`)."""
     turns_in = rec.get(key)
     if not isinstance(turns_in, list) or not turns_in:
-        raise RowError(f"field {key!r} is {_short(turns_in)}, expected a non-empty list of turns")
+        raise RowError(f"wrong type: field {key!r} is {_short(turns_in)}, expected a non-empty "
+                       "list of turns")
     turns: Turns = []
     turn_extras: dict = {}
     for i, t in enumerate(turns_in):
         if not isinstance(t, dict):
-            raise RowError(f"{key}[{i}] is {type(t).__name__}, expected an object")
+            raise RowError(f"wrong type: {key}[{i}] is {type(t).__name__}, expected an object")
         raw_role = t.get(role_key)
         role = ROLE_ALIASES.get(str(raw_role).lower()) if isinstance(raw_role, str) else None
         if role is None:
-            raise RowError(f"{key}[{i}].{role_key} is {_short(raw_role)}; expected one of "
+            raise RowError(f"unknown role: {key}[{i}].{role_key} is {_short(raw_role)}; expected one of "
                            "system, user, assistant, tool (or human, gpt, function)")
         turns.append((role, _content(t.get(content_key), f"{key}[{i}].{content_key}")))
         rest = {k: v for k, v in t.items() if k not in (role_key, content_key)}
@@ -216,19 +222,19 @@ def map_multi_response(rec: dict) -> list[Row]:
     """One prompt, several labelled model solutions: one trace per solution."""
     ukey = _first_key(rec, USER_KEYS)
     if ukey is None:
-        raise RowError("missing a question field")
+        raise RowError("missing field: a question")
     question = _text(rec, ukey)
     models = {k: v for k, v in rec.items()
               if isinstance(v, dict) and ("solution" in v or "response" in v)}
     if not models:
-        raise RowError("no model solutions (objects with 'solution' and 'is_correct')")
+        raise RowError("missing field: no model solutions (objects with 'solution' and 'is_correct')")
     shared = {k: v for k, v in rec.items() if k != ukey and k not in models}
     rows = []
     for name, sol in models.items():
         used = {"solution", "response"}
         text = sol.get("solution", sol.get("response"))
         if not isinstance(text, str):
-            raise RowError(f"{name}.solution is {_short(text)}, expected text")
+            raise RowError(f"wrong type: {name}.solution is {_short(text)}, expected text")
         success, reward = _outcome(sol, used)
         extras = {**shared, "model": name, **_extras(sol, used)}
         rows.append(finish([("user", question), ("assistant", text)], extras, success, reward,

@@ -14,6 +14,11 @@ _ACTION = re.compile(r"^Action(?:\s*\d+)?\s*:", re.MULTILINE)
 _REWARD = re.compile(r"Episode finished,?\s*reward\s*=\s*([^\s,]+)", re.IGNORECASE)
 
 
+def has_action(text: str) -> bool:
+    """True when the text has an `Action:` line."""
+    return _ACTION.search(text) is not None
+
+
 def is_react(text: str) -> bool:
     """True when the text has an `Action:` line and some other ReAct step line."""
     if not _ACTION.search(text):

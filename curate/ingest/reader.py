@@ -144,11 +144,12 @@ class FileReader:
                 if isinstance(rec, RowError):
                     raise rec
                 if not isinstance(rec, dict):
-                    raise RowError(f"record is {type(rec).__name__}, expected a JSON object")
+                    raise RowError(f"wrong type: the record is {type(rec).__name__}, expected a JSON "
+                                   "object")
                 produced = fmt.map(rename(rec, mapping) if mapping else rec)
                 for ex in produced:
                     if sum(len(c) for _, c in ex.messages) > limit:
-                        raise RowError(f"record text is over the {limit / 1e6:.1f} MB limit "
+                        raise RowError(f"too large: record text is over the {limit / 1e6:.1f} MB limit "
                                        "(raise it with --max-record-mb if intended)")
             except RowError as e:
                 rejects.append((row, str(e), raw_text(raw, rec)))

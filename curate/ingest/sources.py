@@ -125,7 +125,7 @@ def sniff_container(path: Path, compression: str | None) -> str:
 
 def _too_big(size: int, limit: int) -> RowError:
     return RowError(
-        f"record is {size / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB limit "
+        f"too large: record is {size / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB limit "
         "(raise it with --max-record-mb if such records are intended)"
     )
 
@@ -161,7 +161,7 @@ def _json_reason(line: bytes, e: Exception) -> str:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as u:
-        return f"invalid UTF-8 at byte {u.start} of the line"
+        return f"invalid UTF-8: at byte {u.start} of the line"
     return f"malformed JSON: {e}"
 
 
@@ -178,7 +178,7 @@ def _json_array(f: io.BufferedIOBase, path: Path, compression: str | None):
             # Everything before the break is kept; the unreadable rest becomes one
             # quarantined record so that the counts still add up.
             yield row + 1, RowError(
-                f"the JSON array cannot be parsed after item {row}: {e}; the rest of the "
+                f"malformed JSON: the array cannot be parsed after item {row} ({e}); the rest of the "
                 "file is kept here as raw text"), _tail(path, compression)
 
 
