@@ -179,12 +179,24 @@ def replicate(files: list[Path], k: int, dest: Path) -> list[Path]:
 
 
 def schema_groups(files: list[Path]) -> list[list[str]]:
-    """Files with the same container and top-level keys, for one load_dataset call each."""
+    """Files with the same container and top-level keys, for one load_dataset call each.
+
+    Empty files (11 T0 templates are 0 bytes) join a group of their folder: alone,
+    load_dataset raises StopIteration on them.
+    """
     groups: dict[tuple, list[str]] = {}
+    empty = []
     for f in files:
+        if f.stat().st_size == 0:
+            empty.append(f)
+            continue
         with open(f) as fh:
             first = json.loads(fh.readline()) if f.suffix == ".jsonl" else json.load(fh)[0]
-        groups.setdefault((f.suffix, tuple(sorted(first))), []).append(str(f))
+        groups.setdefault((f.parent, f.suffix, tuple(sorted(first))), []).append(str(f))
+    for f in empty:
+        key = next((k for k in groups if k[:2] == (f.parent, f.suffix)), None)
+        if key:
+            groups[key].append(str(f))
     return list(groups.values())
 
 

@@ -4,7 +4,7 @@
       store.json               marks the directory as a curate store (format version)
       catalog.duckdb           views over everything below; rebuilt atomically, never
                                held open by a writer, so readers are never blocked
-      ingest/<run_id>/         one commit of one or more ingested files (N = file index):
+      ingest/<run_id>/         one commit of one or more ingested files (N = part number):
           examples-N.parquet   rows in the canonical schema (new ids only)
           quarantine-N.parquet rejected rows with reason and raw text
           duplicates-N.parquet rows whose id was already stored
@@ -56,11 +56,12 @@ INGEST_RUN_SCHEMA = pa.schema([
     ("finished_at", pa.timestamp("us", tz="UTC")),
     ("seconds", pa.float64()),
     ("curate_version", pa.string()),
+    ("error", pa.string()),  # set when the file failed part way; a rerun reads it again
 ])
 
 # view name -> (glob relative to the store, schema used when no part exists yet)
 VIEWS: dict[str, tuple[str, pa.Schema]] = {
-    "examples": ("ingest/*/examples-*.parquet", EXAMPLE_SCHEMA),
+    "examples": ("ingest/*/examples-*.parquet", EXAMPLE_SCHEMA),  # N: part number
     "quarantine": ("ingest/*/quarantine-*.parquet", QUARANTINE_SCHEMA),
     "duplicates": ("ingest/*/duplicates-*.parquet", DUPLICATE_SCHEMA),
     "ingest_runs": ("ingest/*/run.parquet", INGEST_RUN_SCHEMA),

@@ -130,8 +130,8 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
     from curate import __version__
 
     with store.writer() as writer:
-        runs = store.read_table("ingest_runs", ["options_key", "run_id"]).to_pylist()
-        done = {r["options_key"]: r["run_id"] for r in runs}
+        runs = store.read_table("ingest_runs", ["options_key", "run_id", "error"]).to_pylist()
+        done = {r["options_key"]: r["run_id"] for r in runs if r["error"] is None}
         seen: set[str] = set(store.read_table("examples", ["id"])["id"].to_pylist())
         group: _Group | None = None
         for path in files:
@@ -144,20 +144,21 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
                 report.files.append(fr)
                 progress.finish(fr)
                 continue
-            if group is None:
-                group = _Group(writer)
+            group = group or _Group(writer)
+            run = {"invocation_id": invocation, "file_hash": digest, "options_key": key,
+                   "mapping": json.dumps(mapping), "curate_version": __version__}
             try:
-                run = _ingest_file(path, fr, group, seen, format, mapping, max_record_bytes,
-                                   progress)
-            except BaseException:
-                group.discard_current()
-                group.commit()  # files finished before this one are kept
+                _ingest_file(path, fr, group, seen, run, format, mapping, max_record_bytes,
+                             progress)
+            except BaseException as e:
+                # keep what was read (this file's rows so far included, its run marked
+                # failed so a rerun reads it again), then stop
+                run["error"] = f"{type(e).__name__}: {e}"
+                group.commit()
                 raise
-            run.update(invocation_id=invocation, file_hash=digest, options_key=key,
-                       mapping=json.dumps(mapping), curate_version=__version__)
-            group.runs.append(run)
+            finally:
+                report.files.append(fr)
             done[key] = fr.run_id
-            report.files.append(fr)
             progress.finish(fr)
             if group.bytes >= GROUP_BYTES:
                 group.commit()
@@ -170,10 +171,11 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
 # Small files are committed together (one rename per ~256 MB of input) so that a
 # directory of many small files does not pay a commit each; a crash redoes one group.
 GROUP_BYTES = 256 << 20
+FLUSH_ROWS = 65536  # rows buffered per table before a Parquet part is written
 
 
 class _Group:
-    """One staged commit: parts of one or more files plus their run rows."""
+    """One staged commit: Parquet parts of one or more files plus their run rows."""
 
     def __init__(self, writer):
         self.writer = writer
@@ -181,101 +183,96 @@ class _Group:
         self.folder = writer.stage(self.run_id)
         self.runs: list[dict] = []
         self.bytes = 0
-        self.current: list[Path] = []
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.parts = 0
 
-    def sinks(self) -> "_Sinks":
-        return _Sinks(self.folder, len(self.runs), self.current)
+    def add(self, name: str, table: pa.Table) -> None:
+        buf = self.buffers.setdefault(name, [])
+        buf.append(table)
+        if sum(t.num_rows for t in buf) >= FLUSH_ROWS:
+            self._flush(name)
 
-    def discard_current(self) -> None:
-        for f in self.current:
-            f.unlink(missing_ok=True)
+    def _flush(self, name: str) -> None:
+        tables = self.buffers.pop(name, [])
+        if tables:
+            pq.write_table(pa.concat_tables(tables), self.folder / f"{name}-{self.parts:05d}.parquet",
+                           compression="zstd")
+            self.parts += 1
 
     def commit(self) -> None:
+        for name in list(self.buffers):
+            self._flush(name)
         if self.runs:
             pq.write_table(pa.Table.from_pylist(self.runs, schema=INGEST_RUN_SCHEMA),
                            self.folder / "run.parquet")
             self.writer.commit(self.folder, f"ingest/{self.run_id}")
 
 
-def _ingest_file(path: Path, fr: FileReport, group: _Group, seen: set[str], format: str,
-                 mapping: dict, max_record_bytes: int, progress: Progress) -> dict:
-    """Read one file into the group's staging folder; returns its run row."""
+def _ingest_file(path: Path, fr: FileReport, group: _Group, seen: set[str], run: dict,
+                 format: str, mapping: dict, max_record_bytes: int, progress: Progress) -> None:
+    """Read one file into the group; fills `fr` and the run row (also when it fails)."""
     started = time.time()
-    reader = FileReader(path, format=format, source=fr.source, mapping=mapping,
-                        max_record_bytes=max_record_bytes)
     fr.run_id = group.run_id
-    group.current = []
-    sinks = group.sinks()
-    progress.start(path, reader.size)
+    group.runs.append(run)
     reasons: Counter = Counter()
     path_text = str(path)
-    for batch in reader:
-        fr.records += batch.records
-        ex = batch.examples
-        keep = []
-        dup_rows = []
-        for i, id_ in enumerate(ex["id"].to_pylist()):
-            if id_ in seen:
-                dup_rows.append(i)
-                keep.append(False)
-            else:
-                seen.add(id_)
-                keep.append(True)
-        if dup_rows:
-            d = ex.take(dup_rows)
-            sinks.write("duplicates", pa.table({
-                "id": d["id"], "source": d["source"], "source_row": d["source_row"],
-                "path": pa.array([path_text] * len(d), pa.string()),
-                "run_id": pa.array([fr.run_id] * len(d), pa.string())},
-                schema=DUPLICATE_SCHEMA))
-        stored = ex.filter(pa.array(keep, pa.bool_())) if dup_rows else ex
-        if stored.num_rows:
-            sinks.write("examples", stored)
-        if batch.rejects:
-            rows, why, raw = zip(*batch.rejects)
-            reasons.update(_reason_kind(w) for w in why)
-            sinks.write("quarantine", pa.table({
-                "source": [fr.source] * len(rows), "source_row": list(rows),
-                "path": [path_text] * len(rows), "reason": list(why), "raw": list(raw),
-                "run_id": [fr.run_id] * len(rows)}, schema=QUARANTINE_SCHEMA))
-        fr.stored += stored.num_rows
-        fr.duplicates += len(dup_rows)
-        fr.quarantined += len(batch.rejects)
-        progress.advance(reader.bytes_read)
-    sinks.close()
-    group.bytes += reader.size
-    fr.format = reader.format.name if reader.format else None
-    fr.read = fr.stored + fr.duplicates + fr.quarantined
-    fr.reasons = dict(reasons)
-    fr.seconds = round(time.time() - started, 3)
-    return {
-        "run_id": fr.run_id, "path": str(path.absolute()), "file_bytes": reader.size,
-        "source": fr.source, "format": fr.format, "records": fr.records, "read": fr.read,
-        "stored": fr.stored, "duplicates": fr.duplicates, "quarantined": fr.quarantined,
-        "started_at": datetime.fromtimestamp(started, timezone.utc),
-        "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds}
+    reader = None
+
+    def close() -> None:
+        fr.format = reader.format.name if reader and reader.format else None
+        fr.read = fr.stored + fr.duplicates + fr.quarantined
+        fr.reasons = dict(reasons)
+        fr.seconds = round(time.time() - started, 3)
+        run.update({
+            "run_id": fr.run_id, "path": str(path.absolute()),
+            "file_bytes": reader.size if reader else path.stat().st_size,
+            "source": fr.source, "format": fr.format, "records": fr.records, "read": fr.read,
+            "stored": fr.stored, "duplicates": fr.duplicates, "quarantined": fr.quarantined,
+            "started_at": datetime.fromtimestamp(started, timezone.utc),
+            "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
+
+    try:
+        reader = FileReader(path, format=format, source=fr.source, mapping=mapping,
+                            max_record_bytes=max_record_bytes)
+        progress.start(path, reader.size)
+        for batch in reader:
+            ex = batch.examples
+            keep = []
+            dup_rows = []
+            for i, id_ in enumerate(ex["id"].to_pylist()):
+                if id_ in seen:
+                    dup_rows.append(i)
+                    keep.append(False)
+                else:
+                    seen.add(id_)
+                    keep.append(True)
+            if dup_rows:
+                d = ex.take(dup_rows)
+                group.add("duplicates", pa.table({
+                    "id": d["id"], "source": d["source"], "source_row": d["source_row"],
+                    "path": pa.array([path_text] * len(d), pa.string()),
+                    "run_id": pa.array([fr.run_id] * len(d), pa.string())},
+                    schema=DUPLICATE_SCHEMA))
+            stored = ex.filter(pa.array(keep, pa.bool_())) if dup_rows else ex
+            if stored.num_rows:
+                group.add("examples", stored)
+            if batch.rejects:
+                rows, why, raw = zip(*batch.rejects)
+                reasons.update(_reason_kind(w) for w in why)
+                group.add("quarantine", pa.table({
+                    "source": [fr.source] * len(rows), "source_row": list(rows),
+                    "path": [path_text] * len(rows), "reason": list(why), "raw": list(raw),
+                    "run_id": [fr.run_id] * len(rows)}, schema=QUARANTINE_SCHEMA))
+            fr.records += batch.records
+            fr.stored += stored.num_rows
+            fr.duplicates += len(dup_rows)
+            fr.quarantined += len(batch.rejects)
+            progress.advance(reader.bytes_read)
+        group.bytes += reader.size
+    finally:
+        close()
 
 
 def _reason_kind(reason: str) -> str:
     """The category of a quarantine reason: every reason reads `category: detail`."""
     return reason.split(":", 1)[0].strip()
-
-
-class _Sinks:
-    """Lazily opened Parquet writers, one per output table of one file."""
-
-    def __init__(self, folder: Path, index: int, created: list[Path]):
-        self.folder, self.index, self.created = folder, index, created
-        self.writers: dict[str, pq.ParquetWriter] = {}
-
-    def write(self, name: str, table: pa.Table) -> None:
-        w = self.writers.get(name)
-        if w is None:
-            path = self.folder / f"{name}-{self.index:05d}.parquet"
-            self.created.append(path)
-            w = self.writers[name] = pq.ParquetWriter(path, table.schema, compression="zstd")
-        w.write_table(table)
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.close()
