@@ -1,15 +1,13 @@
 """The canonical example: one Arrow schema for every input format.
 
-An example's `id` is the MD5 of its normalized messages (roles and contents only), so
-the same conversation gets the same id in any file, format, run or machine.
+An example's `id` is the XXH3-128 hash (hex) of its normalized messages (roles and
+contents only), so the same conversation gets the same id in any file, format, run or
+machine. XXH3 is not cryptographic; ids only need to tell content apart, at memory speed.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import threading
-
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -54,8 +52,6 @@ DUPLICATE_SCHEMA = pa.schema(
 )
 
 # Separators that cannot occur in normal text keep the hash input unambiguous.
-_SMALL = 1024
-_HASH_LOCK = threading.Lock()
 _FIELD_SEP = "\x1f"
 _TURN_SEP = "\x1e"
 
@@ -69,17 +65,27 @@ def normalize_content(text: str) -> str:
 
 
 def example_id(messages: list[dict]) -> str:
-    """Content hash of one conversation; equal to `example_ids` on the same messages."""
+    """Content hash of one conversation (XXH3-128, hex); equal to `example_ids`."""
+    import xxhash
+
     text = _TURN_SEP.join(
         m["role"] + _FIELD_SEP + normalize_content(m["content"] or "") for m in messages
     )
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
+    return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
 
 
 def example_ids(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Vectorized `example_id` over a `MESSAGES` array: Arrow kernels plus DuckDB's md5."""
+    """Vectorized `example_id` over a `MESSAGES` array.
+
+    Normalizing and joining the turns are Arrow kernels; the hash then runs over slices
+    of the joined strings' buffer, with no Python string per row.
+    """
+    import xxhash
+
     if isinstance(messages, pa.ChunkedArray):
         messages = messages.combine_chunks()
+    if len(messages) == 0:
+        return pa.array([], pa.string())
     flat = pc.list_flatten(messages)
     content = pc.fill_null(flat.field("content"), "")
     if _may_contain_cr(content):  # rare; the replace kernels are slow
@@ -89,24 +95,15 @@ def example_ids(messages: pa.Array | pa.ChunkedArray) -> pa.Array:
     turns = pc.binary_join_element_wise(flat.field("role"), content, _FIELD_SEP)
     offsets = pc.subtract(messages.offsets, messages.offsets[0])
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, turns), _TURN_SEP)
-    if len(joined) <= _SMALL:  # a DuckDB round trip costs ~2 ms: hash small inputs here
-        md5 = hashlib.md5
-        return pa.array([md5(t.encode()).hexdigest() for t in joined.to_pylist()], pa.string())
-    with _HASH_LOCK:
-        ids = _hash_connection().from_arrow(pa.table({"t": joined})).project("md5(t)")
-        return ids.to_arrow_table().column(0).combine_chunks().cast(pa.string())
-
-
-@functools.cache
-def _hash_connection():
-    import duckdb
-
-    return duckdb.connect()
+    joined = joined.cast(pa.large_string())
+    _, offs, data = joined.buffers()
+    ends = np.frombuffer(offs, np.int64)[joined.offset: joined.offset + len(joined) + 1].tolist()
+    view = memoryview(data) if data is not None else memoryview(b"")
+    digest = xxhash.xxh3_128_hexdigest
+    return pa.array([digest(view[a:b]) for a, b in zip(ends[:-1], ends[1:])], pa.string())
 
 
 def _may_contain_cr(strings: pa.Array) -> bool:
     """Whether the string data holds a CR byte (scans the data buffer at memory speed)."""
-    import numpy as np
-
     data = strings.buffers()[2]
     return data is not None and bool((np.frombuffer(data, np.uint8) == 13).any())

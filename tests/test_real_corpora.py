@@ -4,12 +4,10 @@ its data says. Skipped (with the reason) where the corpora are absent."""
 import collections
 import json
 
-import pyarrow as pa
 import pytest
 
 from conftest import CORPORA, corpora_path, rows
 from curate.ingest import FileReader, ingest
-import curate.ingest.reader as reader_module
 
 pytestmark = pytest.mark.corpora
 
@@ -85,14 +83,3 @@ def test_trace_turn_structure(pool):
     assert roles[0] == "user" and roles[1] == "assistant" and roles[2] == "tool"
     assert msgs[1]["content"].startswith("Thought:") and "\nAction:" in msgs[1]["content"]
     assert msgs[-1]["content"].startswith("Observation: Episode finished")
-
-
-@pytest.mark.parametrize("name", ["gsm8k/train.jsonl",
-                                  "t0/data_per_template/adversarial_qa_dbert_based_on.jsonl"])
-def test_vectorized_path_equals_row_path(name, monkeypatch):
-    path = corpora_path(*name.split("/"))
-    fast = pa.concat_tables([b.examples for b in FileReader(path)])
-    monkeypatch.setattr(reader_module, "FAST_FLAT", {})
-    slow_batches = list(FileReader(path))
-    slow = pa.concat_tables([b.examples for b in slow_batches])
-    assert fast.equals(slow)

@@ -95,8 +95,8 @@ def test_sigkill_mid_ingest_then_resume_gives_the_same_store(tmp_path):
     files = [write_jsonl(tmp_path / f"part{i}.jsonl", _recs(60_000, tag=f"{i}-"))
              for i in range(4)]
     killed = Store(tmp_path / "killed")
-    code = ("import sys; from curate.store import Store; from curate.ingest import ingest, "
-            "_ingest_file; import curate.ingest as m; m.GROUP_BYTES = 1;"
+    code = ("import sys; from curate.store import Store; from curate.ingest import ingest; "
+            "import curate.ingest as m; m.GROUP_BYTES = 1;"
             "ingest(Store(sys.argv[1]), sys.argv[2:])")
     proc = subprocess.Popen([sys.executable, "-c", code, str(killed.root), *map(str, files)])
     deadline = time.time() + 120

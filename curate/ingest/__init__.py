@@ -18,13 +18,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
 from curate.ingest.formats import FORMATS, parse_mapping
-from curate.ingest.reader import DEFAULT_MAX_RECORD_BYTES, FileReader, source_name
+from curate.ingest.reader import (DEFAULT_MAX_RECORD_BYTES, FAST_FLAT, Batch, FileReader,
+                                  read_bundle, source_name)
 from curate.ingest.sources import split_name
 from curate.schema import DUPLICATE_SCHEMA, QUARANTINE_SCHEMA
 from curate.store import INGEST_RUN_SCHEMA, Store, new_run_id
@@ -107,8 +108,13 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
 
 
-def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
+def file_hash(path: Path, data: bytes | None = None) -> str:
+    """XXH3-128 of the file's bytes (of `data` when the file is already in memory)."""
+    import xxhash
+
+    if data is not None:
+        return xxhash.xxh3_128_hexdigest(data)
+    h = xxhash.xxh3_128()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
             h.update(chunk)
@@ -122,155 +128,224 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
     """Ingest every file under `paths` into `store`; returns per-file counts."""
     if isinstance(mapping, str):
         mapping = parse_mapping(mapping)
-    mapping = mapping or {}
     files = expand_paths(paths)
-    progress = progress or Progress()
-    report = IngestReport()
-    invocation = new_run_id("ingest")
-    from curate import __version__
-
     with store.writer() as writer:
-        runs = store.read_table("ingest_runs", ["options_key", "run_id", "error"]).to_pylist()
-        done = {r["options_key"]: r["run_id"] for r in runs if r["error"] is None}
-        seen: set[str] = set(store.read_table("examples", ["id"])["id"].to_pylist())
-        group: _Group | None = None
-        for path in files:
-            fr = FileReport(path=str(path), source=source or source_name(path))
-            digest = file_hash(path)
-            key = hashlib.md5(json.dumps([digest, format, fr.source, mapping],
-                                         sort_keys=True).encode()).hexdigest()
-            if key in done and not force:
-                fr.skipped = f"already ingested in run {done[key]}"
-                report.files.append(fr)
-                progress.finish(fr)
-                continue
-            group = group or _Group(writer)
-            run = {"invocation_id": invocation, "file_hash": digest, "options_key": key,
-                   "mapping": json.dumps(mapping), "curate_version": __version__}
-            try:
-                _ingest_file(path, fr, group, seen, run, format, mapping, max_record_bytes,
-                             progress)
-            except BaseException as e:
-                # keep what was read (this file's rows so far included, its run marked
-                # failed so a rerun reads it again), then stop
-                run["error"] = f"{type(e).__name__}: {e}"
-                group.commit()
-                raise
-            finally:
-                report.files.append(fr)
-            done[key] = fr.run_id
-            progress.finish(fr)
-            if group.bytes >= GROUP_BYTES:
-                group.commit()
-                group = None
-        if group is not None:
-            group.commit()
-    return report
+        job = _Ingest(store, writer, format, source, mapping or {}, force, max_record_bytes,
+                      progress or Progress())
+        try:
+            for path in files:
+                job.add(path)
+            job.close()
+        except BaseException:
+            # keep every file read so far (a failed one's rows too, its run marked with
+            # the error so that a rerun reads it again), then stop
+            job.salvage()
+            raise
+    return job.report
 
 
 # Small files are committed together (one rename per ~256 MB of input) so that a
 # directory of many small files does not pay a commit each; a crash redoes one group.
 GROUP_BYTES = 256 << 20
-FLUSH_ROWS = 65536  # rows buffered per table before a Parquet part is written
+FLUSH_BYTES = 64 << 20  # Arrow bytes buffered per table before a Parquet part is written
+# Small JSON-lines files of one flat format are read together (see reader.read_bundle).
+SMALL_FILE_BYTES = 1 << 20
+BUNDLE_BYTES = 8 << 20
+
+
+class _Ingest:
+    """One `ingest` call: skips, bundles, per-file accounting, commit groups."""
+
+    def __init__(self, store, writer, format, source, mapping, force, max_record_bytes,
+                 progress):
+        from curate import __version__
+
+        self.store, self.writer, self.format, self.source = store, writer, format, source
+        self.mapping, self.force, self.limit, self.progress = mapping, force, max_record_bytes, \
+            progress
+        self.version = __version__
+        self.invocation = new_run_id("ingest")
+        self.report = IngestReport()
+        runs = store.read_table("ingest_runs", ["options_key", "run_id", "error"]).to_pylist()
+        self.done = {r["options_key"]: r["run_id"] for r in runs if r["error"] is None}
+        self.seen = {int(i, 16) for i in store.read_table("examples", ["id"])["id"].to_pylist()}
+        self.group: _Group | None = None
+        self.bundle: list[tuple[Path, FileReport, dict, FileReader, bytes]] = []
+
+    def add(self, path: Path) -> None:
+        fr = FileReport(path=str(path), source=self.source or source_name(path))
+        small = (split_name(path) == ("jsonl", None) and not self.mapping
+                 and path.stat().st_size <= SMALL_FILE_BYTES)
+        data = path.read_bytes() if small else None
+        digest = file_hash(path, data)
+        key = hashlib.md5(json.dumps([digest, self.format, fr.source, self.mapping],
+                                     sort_keys=True).encode()).hexdigest()
+        if key in self.done and not self.force:
+            fr.skipped = f"already ingested in run {self.done[key]}"
+            self.report.files.append(fr)
+            self.progress.finish(fr)
+            return
+        run = {"invocation_id": self.invocation, "file_hash": digest, "options_key": key,
+               "mapping": json.dumps(self.mapping), "curate_version": self.version}
+        reader = FileReader(path, format=self.format, source=fr.source, mapping=self.mapping,
+                            max_record_bytes=self.limit)
+        if data is not None:
+            reader.detect_from(data)
+            if reader.format is not None and FAST_FLAT.get(reader.format.name):
+                if self.bundle and self.bundle[0][3].format is not reader.format:
+                    self._flush_bundle()
+                self.bundle.append((path, fr, run, reader, data))
+                if sum(len(b[4]) for b in self.bundle) >= BUNDLE_BYTES:
+                    self._flush_bundle()
+                return
+        self._flush_bundle()
+        self._read(path, fr, run, reader, iter(reader))
+
+    def close(self) -> None:
+        self._flush_bundle()
+        if self.group is not None:
+            self.group.commit()
+
+    def salvage(self) -> None:
+        """After an error: read the files waiting in the bundle, commit what is read."""
+        try:
+            self._flush_bundle()
+        finally:
+            if self.group is not None:
+                self.group.commit()
+
+    def _flush_bundle(self) -> None:
+        bundle, self.bundle = self.bundle, []
+        if not bundle:
+            return
+        batches = read_bundle([b[3] for b in bundle], [b[4] for b in bundle]) \
+            if len(bundle) > 1 else None
+        for i, (path, fr, run, reader, _) in enumerate(bundle):
+            self._read(path, fr, run, reader, iter(reader) if batches is None else [batches[i]])
+
+    def _read(self, path: Path, fr: FileReport, run: dict, reader: FileReader,
+              batches: Iterable[Batch]) -> None:
+        """Account one file's batches into the commit group."""
+        group = self.group = self.group or _Group(self.writer)
+        started = time.time()
+        fr.run_id = group.run_id
+        group.runs.append(run)
+        reasons: Counter = Counter()
+        path_text = str(path)
+        self.progress.start(path, reader.size)
+        try:
+            for batch in batches:
+                ex = batch.examples
+                keep = np.ones(ex.num_rows, bool)
+                seen = self.seen
+                for i, id_ in enumerate(ex["id"].to_pylist()):
+                    key = int(id_, 16)
+                    if key in seen:
+                        keep[i] = False
+                    else:
+                        seen.add(key)
+                n_dup = int(ex.num_rows - keep.sum())
+                if n_dup:
+                    d = ex.filter(pa.array(~keep))
+                    group.add("duplicates", pa.table({
+                        "id": d["id"], "source": d["source"], "source_row": d["source_row"],
+                        "path": pa.array([path_text] * n_dup, pa.string()),
+                        "run_id": pa.array([fr.run_id] * n_dup, pa.string())},
+                        schema=DUPLICATE_SCHEMA))
+                stored = ex.filter(pa.array(keep)) if n_dup else ex
+                if stored.num_rows:
+                    group.add("examples", stored)
+                if batch.rejects:
+                    rows, why, raw = zip(*batch.rejects)
+                    reasons.update(_reason_kind(w) for w in why)
+                    group.add("quarantine", pa.table({
+                        "source": [fr.source] * len(rows), "source_row": list(rows),
+                        "path": [path_text] * len(rows), "reason": list(why), "raw": list(raw),
+                        "run_id": [fr.run_id] * len(rows)}, schema=QUARANTINE_SCHEMA))
+                fr.records += batch.records
+                fr.stored += stored.num_rows
+                fr.duplicates += n_dup
+                fr.quarantined += len(batch.rejects)
+                self.progress.advance(reader.bytes_read)
+        except BaseException as e:
+            run["error"] = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            fr.format = reader.format.name if reader.format else None
+            fr.read = fr.stored + fr.duplicates + fr.quarantined
+            fr.reasons = dict(reasons)
+            fr.seconds = round(time.time() - started, 3)
+            run.update({
+                "run_id": fr.run_id, "path": str(path.absolute()), "file_bytes": reader.size,
+                "source": fr.source, "format": fr.format, "records": fr.records,
+                "read": fr.read, "stored": fr.stored, "duplicates": fr.duplicates,
+                "quarantined": fr.quarantined,
+                "started_at": datetime.fromtimestamp(started, timezone.utc),
+                "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
+            self.report.files.append(fr)
+        self.done[run["options_key"]] = fr.run_id
+        self.progress.finish(fr)
+        group.bytes += reader.size
+        if group.bytes >= GROUP_BYTES:
+            group.commit()
+            self.group = None
 
 
 class _Group:
-    """One staged commit: Parquet parts of one or more files plus their run rows."""
+    """One staged commit: Parquet parts of one or more files plus their run rows.
+
+    Parts are written by a background thread (compression releases the GIL), so that
+    encoding overlaps with reading the next files.
+    """
 
     def __init__(self, writer):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.writer = writer
         self.run_id = new_run_id("ingest")
         self.folder = writer.stage(self.run_id)
         self.runs: list[dict] = []
         self.bytes = 0
         self.buffers: dict[str, list[pa.Table]] = {}
+        self.buffered: dict[str, int] = {}
         self.parts = 0
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="curate-parquet")
+        self.pending: list = []
 
     def add(self, name: str, table: pa.Table) -> None:
-        buf = self.buffers.setdefault(name, [])
-        buf.append(table)
-        if sum(t.num_rows for t in buf) >= FLUSH_ROWS:
+        self.buffers.setdefault(name, []).append(table)
+        self.buffered[name] = self.buffered.get(name, 0) + table.nbytes
+        if self.buffered[name] >= FLUSH_BYTES:
             self._flush(name)
 
     def _flush(self, name: str) -> None:
         tables = self.buffers.pop(name, [])
+        self.buffered.pop(name, None)
         if tables:
-            pq.write_table(pa.concat_tables(tables), self.folder / f"{name}-{self.parts:05d}.parquet",
-                           compression="zstd")
+            path = self.folder / f"{name}-{self.parts:05d}.parquet"
             self.parts += 1
+            for done in [f for f in self.pending if f.done()]:
+                done.result()
+            # at most one part waits while another is written: memory stays bounded
+            while len([f for f in self.pending if not f.done()]) > 1:
+                self.pending[0].result()
+                self.pending.pop(0)
+            self.pending.append(self.pool.submit(_write_part, tables, path))
 
     def commit(self) -> None:
         for name in list(self.buffers):
             self._flush(name)
+        for f in self.pending:
+            f.result()
+        self.pool.shutdown()
         if self.runs:
             pq.write_table(pa.Table.from_pylist(self.runs, schema=INGEST_RUN_SCHEMA),
                            self.folder / "run.parquet")
             self.writer.commit(self.folder, f"ingest/{self.run_id}")
 
 
-def _ingest_file(path: Path, fr: FileReport, group: _Group, seen: set[str], run: dict,
-                 format: str, mapping: dict, max_record_bytes: int, progress: Progress) -> None:
-    """Read one file into the group; fills `fr` and the run row (also when it fails)."""
-    started = time.time()
-    fr.run_id = group.run_id
-    group.runs.append(run)
-    reasons: Counter = Counter()
-    path_text = str(path)
-    reader = None
-
-    def close() -> None:
-        fr.format = reader.format.name if reader and reader.format else None
-        fr.read = fr.stored + fr.duplicates + fr.quarantined
-        fr.reasons = dict(reasons)
-        fr.seconds = round(time.time() - started, 3)
-        run.update({
-            "run_id": fr.run_id, "path": str(path.absolute()),
-            "file_bytes": reader.size if reader else path.stat().st_size,
-            "source": fr.source, "format": fr.format, "records": fr.records, "read": fr.read,
-            "stored": fr.stored, "duplicates": fr.duplicates, "quarantined": fr.quarantined,
-            "started_at": datetime.fromtimestamp(started, timezone.utc),
-            "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
-
-    try:
-        reader = FileReader(path, format=format, source=fr.source, mapping=mapping,
-                            max_record_bytes=max_record_bytes)
-        progress.start(path, reader.size)
-        for batch in reader:
-            ex = batch.examples
-            keep = []
-            dup_rows = []
-            for i, id_ in enumerate(ex["id"].to_pylist()):
-                if id_ in seen:
-                    dup_rows.append(i)
-                    keep.append(False)
-                else:
-                    seen.add(id_)
-                    keep.append(True)
-            if dup_rows:
-                d = ex.take(dup_rows)
-                group.add("duplicates", pa.table({
-                    "id": d["id"], "source": d["source"], "source_row": d["source_row"],
-                    "path": pa.array([path_text] * len(d), pa.string()),
-                    "run_id": pa.array([fr.run_id] * len(d), pa.string())},
-                    schema=DUPLICATE_SCHEMA))
-            stored = ex.filter(pa.array(keep, pa.bool_())) if dup_rows else ex
-            if stored.num_rows:
-                group.add("examples", stored)
-            if batch.rejects:
-                rows, why, raw = zip(*batch.rejects)
-                reasons.update(_reason_kind(w) for w in why)
-                group.add("quarantine", pa.table({
-                    "source": [fr.source] * len(rows), "source_row": list(rows),
-                    "path": [path_text] * len(rows), "reason": list(why), "raw": list(raw),
-                    "run_id": [fr.run_id] * len(rows)}, schema=QUARANTINE_SCHEMA))
-            fr.records += batch.records
-            fr.stored += stored.num_rows
-            fr.duplicates += len(dup_rows)
-            fr.quarantined += len(batch.rejects)
-            progress.advance(reader.bytes_read)
-        group.bytes += reader.size
-    finally:
-        close()
+def _write_part(tables: list[pa.Table], path: Path) -> None:
+    pq.write_table(pa.concat_tables(tables), path, compression="zstd")
 
 
 def _reason_kind(reason: str) -> str:

@@ -1,25 +1,26 @@
-"""Vectorized path for flat JSON-lines files (Alpaca, prompt/completion, question/answer).
+"""Vectorized path for flat records (Alpaca, prompt/completion, question/answer).
 
-Most large instruction corpora are flat JSONL. This path parses a whole chunk with
-Arrow's multithreaded JSON reader and maps it with Arrow kernels, with no per-row
-Python. It gives the same examples as `formats.map_flat`: any row it is not sure about
-(nulls, wrong types, ReAct text, empty responses, outcome or system fields, odd lines)
-goes back to the per-row path, and so does a whole chunk that Arrow cannot parse.
+Most large instruction corpora are flat. This path takes a whole chunk as an Arrow
+table (Arrow's multithreaded JSON reader for JSON lines, Parquet and CSV batches, or
+records parsed by orjson) and maps it with Arrow kernels, with no per-row Python. It
+gives the same examples as `formats.map_flat`: any row it is not sure about (nulls,
+wrong types, ReAct text, empty responses, outcome or system fields, oversized text)
+goes back to the per-row path, and so does a chunk that does not fit at all.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from curate.ingest.formats import _EOS, INPUT_KEYS, OUTCOME_KEYS, RESPONSE_KEYS
+from curate.ingest.formats import EOS_MARKERS, _EOS, INPUT_KEYS, OUTCOME_KEYS, RESPONSE_KEYS
 
 _REACT_ACTION = r"(?m)^Action(?:\s*\d+)?\s*:"
-_EOS_AT_END = _EOS.pattern
 _PLAIN = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
           pa.types.is_floating, pa.types.is_boolean, pa.types.is_null)
 
@@ -28,27 +29,16 @@ def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
 
 
-def line_spans(chunk: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end offsets of every line of a chunk of complete lines."""
+def parse_jsonl(chunk: bytes, limit: int) -> tuple[pa.Table, np.ndarray] | None:
+    """A chunk of whole JSON lines as a table plus the line index of each row, or None
+    when only the per-row parser can say what is wrong with it."""
     buf = np.frombuffer(chunk, np.uint8)
     ends = np.flatnonzero(buf == 10)
     if len(chunk) and chunk[-1:] != b"\n":
         ends = np.append(ends, len(chunk))
-    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else ends
-    return starts, ends
-
-
-def flat_columns(chunk: bytes, user_key: str, limit: int):
-    """Parse a chunk and map it vectorized.
-
-    Returns None when the chunk must take the per-row path, else
-    (rows, user, response, meta, slow_lines) where `slow_lines` lists line indexes
-    (relative to the chunk) that need the per-row path.
-    """
-    starts, ends = line_spans(chunk)
-    if not len(starts):
+    if not len(ends):
         return None
-    buf = np.frombuffer(chunk, np.uint8)
+    starts = np.concatenate([[0], ends[:-1] + 1])
     lengths = ends - starts
     nonblank = lengths > 0
     # every non-blank line must open an object: anything else is for the careful path
@@ -58,15 +48,35 @@ def flat_columns(chunk: bytes, user_key: str, limit: int):
         # threads pay off on big chunks only; a small file parses 5x faster without
         options = pajson.ReadOptions(block_size=len(chunk) + 1, use_threads=len(chunk) > 1 << 20)
         table = pajson.read_json(io.BytesIO(chunk), read_options=options)
+        table.validate(full=True)  # Arrow's JSON reader passes invalid UTF-8 through
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     lines = np.flatnonzero(nonblank)
     if table.num_rows != len(lines):
         return None
-    try:
-        table.validate(full=True)  # Arrow's JSON reader passes invalid UTF-8 through
-    except pa.ArrowInvalid:
-        return None
+    return table, lines
+
+
+@dataclass
+class Flat:
+    keep: np.ndarray  # table positions mapped here
+    slow: np.ndarray  # table positions for the per-row path
+    user: pa.Array
+    response: pa.Array
+    meta: pa.Array
+
+
+def _where(mask: pa.Array, values: pa.Array, fn, default: pa.Array) -> pa.Array:
+    """fn(values) on the rows where mask is true only, `default` elsewhere: for costly
+    kernels (regexes) that only a few rows need."""
+    idx = np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))
+    if not len(idx):
+        return default
+    return pc.replace_with_mask(default, mask, fn(values.take(idx)))
+
+
+def map_flat(table: pa.Table, user_key: str, limit: int) -> Flat | None:
+    """Map a flat table; None when the table's columns do not fit the vectorized path."""
     names = table.column_names
     rkey = next((k for k in RESPONSE_KEYS if k in names), None)
     ikey = next((k for k in INPUT_KEYS if k in names), None)
@@ -85,21 +95,33 @@ def flat_columns(chunk: bytes, user_key: str, limit: int):
     response = table[rkey].combine_chunks().cast(pa.string())
     if ikey:
         extra = table[ikey].combine_chunks().cast(pa.string())
-        has_input = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(extra)), 0),
-                                 False)
-        joined = pc.binary_join_element_wise(user, extra, "\n\n")
-        user = pc.if_else(has_input, joined, user)
+        has_input = pc.invert(_blank(extra))
+        user = pc.if_else(pc.fill_null(has_input, False),
+                          pc.binary_join_element_wise(user, extra, "\n\n"), user)
 
-    eos = pc.struct_field(pc.extract_regex(response, r"(?P<eos>" + _EOS_AT_END + ")"), "eos")
-    stripped = pc.replace_substring_regex(response, _EOS_AT_END, "")
-    empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(stripped)), 0)
-    react = pc.match_substring_regex(response, _REACT_ACTION)
+    # end-of-text markers: a cheap suffix test picks the rows the regex has to see
+    tail = pc.utf8_rtrim_whitespace(response)
+    marked = pc.ends_with(tail, EOS_MARKERS[0])
+    for marker in EOS_MARKERS[1:]:
+        marked = pc.or_(marked, pc.ends_with(tail, marker))
+    marked = pc.fill_null(marked, False)
+    eos = _where(marked, response, lambda r: pc.utf8_trim_whitespace(pc.struct_field(
+        pc.extract_regex(r, f"(?P<eos>{_EOS.pattern})"), "eos")), pa.nulls(len(response), pa.string()))
+    stripped = _where(marked, response, lambda r: pc.replace_substring_regex(r, _EOS.pattern, ""),
+                      response)
+    acting = pc.fill_null(pc.match_substring(response, "Action"), False)
+    react = _where(acting, response, lambda r: pc.match_substring_regex(r, _REACT_ACTION),
+                   pa.array(np.zeros(len(response), bool)))
+    size = pc.add(pc.binary_length(user), pc.binary_length(stripped))
     slow = pc.or_kleene(pc.or_kleene(pc.is_null(user), pc.is_null(response)),
-                        pc.or_kleene(empty, react))
+                        pc.or_kleene(_blank(stripped), react))
+    slow = pc.or_kleene(slow, pc.greater(size, limit))
     for n in extra_names:  # absent and null look alike in Arrow: let the row path decide
-        if table[n].null_count:
-            slow = pc.or_kleene(slow, pc.is_null(table[n].combine_chunks()))
-    slow = pc.fill_null(slow, True)
+        column = table[n].combine_chunks()
+        if column.null_count:
+            slow = pc.or_kleene(slow, pc.is_null(column))
+    slow = np.asarray(pc.fill_null(slow, True).to_numpy(zero_copy_only=False), dtype=bool)
+
     if extra_names:
         import polars as pl
 
@@ -108,15 +130,19 @@ def flat_columns(chunk: bytes, user_key: str, limit: int):
             .to_arrow()["m"].combine_chunks().cast(pa.string())
     else:
         meta = pa.nulls(table.num_rows, pa.string())
-    note = pc.binary_join_element_wise(
-        '"_curate":{"eos_stripped":"', pc.utf8_trim_whitespace(eos), '"}', "")
+    note = pc.binary_join_element_wise('"_curate":{"eos_stripped":"', eos, '"}', "")
     with_note = pc.if_else(
         pc.is_null(meta),
         pc.binary_join_element_wise("{", note, "}", ""),
         pc.binary_join_element_wise(pc.utf8_slice_codeunits(meta, 0, -1), ",", note, "}", ""))
     meta = pc.if_else(pc.is_null(eos), meta, with_note)
 
-    keep = pc.invert(slow)
-    slow_lines = lines[np.asarray(slow.to_numpy(zero_copy_only=False), dtype=bool)]
-    return (pa.array(lines).filter(keep), user.filter(keep), stripped.filter(keep),
-            meta.filter(keep), slow_lines, starts, ends)
+    keep = np.flatnonzero(~slow)
+    take = pa.array(keep)
+    return Flat(keep, np.flatnonzero(slow), user.take(take), stripped.take(take),
+                meta.take(take))
+
+
+def _blank(text: pa.Array) -> pa.Array:
+    """Empty or only whitespace (null stays null)."""
+    return pc.or_kleene(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))

@@ -38,7 +38,10 @@ MAP_TARGETS = ("instruction", "input", "response", "system", "prompt", "completi
                "question", "answer", "output", "messages", "conversations", "reward",
                "success")
 
-_EOS = re.compile(r"(?:\s*(?:<\|endoftext\|>|</s>|<\|im_end\|>|<\|eot_id\|>|<eos>|<\|end\|>))+\s*$")
+EOS_MARKERS = ("<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>", "<eos>", "<|end|>")
+# ASCII whitespace only, as in RE2, so that the vectorized path strips exactly the same
+_EOS = re.compile(r"(?:\s*(?:" + "|".join(re.escape(m) for m in EOS_MARKERS) + r"))+\s*$",
+                  re.ASCII)
 
 ROLE_ALIASES = {
     "system": "system", "user": "user", "human": "user", "assistant": "assistant",
@@ -157,7 +160,7 @@ def map_flat(rec: dict, user_keys=USER_KEYS, response_keys=RESPONSE_KEYS,
         if extra_input and extra_input.strip():
             user = f"{user}\n\n{extra_input}"
     extras_ann: dict = {}
-    match = _EOS.search(response)
+    match = _EOS.search(response) if response.rstrip().endswith(EOS_MARKERS) else None
     if match:
         extras_ann["eos_stripped"] = match.group(0).strip()
         response = response[: match.start()]
@@ -306,6 +309,20 @@ def rename(rec: dict, mapping: dict[str, str]) -> dict:
     for target, column in mapping.items():
         if column in rec:
             out[target] = rec[column]
+    return out
+
+
+def rename_columns(table, mapping: dict[str, str]):
+    """`rename` for an Arrow table: the same columns, named as the format expects."""
+    if not mapping:
+        return table
+    mapped = [c for c in mapping.values() if c in table.column_names]
+    out = table.drop_columns(list(dict.fromkeys(mapped)))
+    for target, column in mapping.items():
+        if column in table.column_names:
+            if target in out.column_names:
+                out = out.drop_columns([target])
+            out = out.append_column(target, table[column])
     return out
 
 

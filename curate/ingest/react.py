@@ -16,7 +16,7 @@ _REWARD = re.compile(r"Episode finished,?\s*reward\s*=\s*([^\s,]+)", re.IGNORECA
 
 def has_action(text: str) -> bool:
     """True when the text has an `Action:` line."""
-    return _ACTION.search(text) is not None
+    return "Action" in text and _ACTION.search(text) is not None
 
 
 def is_react(text: str) -> bool:

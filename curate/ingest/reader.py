@@ -13,15 +13,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import InputError
-from curate.ingest.fast import flat_columns
-from curate.ingest.formats import FORMATS, Format, detect, rename
+from curate.ingest.fast import Flat, map_flat, parse_jsonl
+from curate.ingest.formats import FORMATS, Format, detect, rename, rename_columns
 from curate.ingest.sources import (CONTAINERS, RowError, Source, jsonl_records, raw_text,
                                    sniff_container, split_name)
 from curate.schema import EXAMPLE_SCHEMA, MESSAGE, example_ids
 
 DEFAULT_BATCH_ROWS = 16384
 DEFAULT_MAX_RECORD_BYTES = 4 << 20  # a 4 MB example is ~1M tokens: not SFT data
-DETECT_ROWS = 64  # records sampled for format auto-detection
+DETECT_ROWS = 32  # records sampled for format auto-detection
 # formats the vectorized JSONL path handles, with the field that holds the instruction
 FAST_FLAT = {"alpaca": "instruction", "prompt_completion": "prompt", "qa": "question"}
 
@@ -73,54 +73,33 @@ class FileReader:
         return self._records.bytes_read
 
     def __iter__(self) -> Iterator[Batch]:
-        if self.container == "jsonl":
-            yield from self._iter_jsonl()
-            return
-        it = iter(self._records)
-        head = list(itertools.islice(it, DETECT_ROWS))
-        self._resolve_format(head)
-        if self.format is None:
-            return
-        rows = itertools.chain(head, it)
-        while True:
-            chunk = list(itertools.islice(rows, self.batch_rows))
-            if not chunk:
-                return
-            yield self._convert(chunk)
-
-    def _iter_jsonl(self) -> Iterator[Batch]:
-        limit = self.max_record_bytes
-        for first, chunk in self._records.chunks():
+        for chunk in self._records.chunks():
             if self.format is None:
-                head = list(itertools.islice(jsonl_records(first, chunk, limit), DETECT_ROWS))
-                self._resolve_format(head)
+                self._resolve_format(list(itertools.islice(chunk.records(), DETECT_ROWS)))
+                if self.format is None:
+                    return
             user_key = FAST_FLAT.get(self.format.name)
-            fast = flat_columns(chunk, user_key, limit) if user_key and not self.mapping else None
-            if fast is None:
-                records = list(jsonl_records(first, chunk, limit))
+            parsed = chunk.table() if user_key else None
+            flat = None
+            if parsed is not None:
+                table, rows = parsed
+                if self.mapping:
+                    table = rename_columns(table, self.mapping)
+                flat = map_flat(table, user_key, self.max_record_bytes)
+            if flat is None:
+                records = list(chunk.records())
                 for i in range(0, len(records), self.batch_rows):
                     yield self._convert(records[i: i + self.batch_rows])
                 continue
-            lines, user, response, meta, slow_lines, starts, ends = fast
-            batch = self._convert(list(jsonl_records(first, chunk, limit, only=slow_lines)))
-            n = len(lines)
-            contents = pa.concat_arrays([user, response]).take(
-                np.stack([np.arange(n), np.arange(n) + n], axis=1).reshape(-1))
-            roles = pa.array(np.tile(np.array(["user", "assistant"], dtype=object), n),
-                             pa.string())
-            messages = pa.ListArray.from_arrays(
-                pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
-                pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE)))
-            table = pa.Table.from_arrays(
-                [example_ids(messages), pa.array([self.source] * n, pa.string()),
-                 pc.add(lines, first).cast(pa.int64()),
-                 pa.array(["instruction"] * n, pa.string()), messages,
-                 pa.nulls(n, EXAMPLE_SCHEMA.field("outcome").type), meta],
-                schema=EXAMPLE_SCHEMA)
-            if batch.examples.num_rows:
-                table = pa.concat_tables([table, batch.examples])
-                table = table.take(pc.sort_indices(table["source_row"]))
-            yield Batch(table, batch.rejects, records=n + batch.records)
+            batch = self._convert(list(chunk.records(flat.slow)))
+            n = len(flat.keep)
+            table = flat_table(flat, pa.array([self.source] * n, pa.string()), rows[flat.keep])
+            yield Batch(_merge(table, batch.examples), batch.rejects, records=n + batch.records)
+
+    def detect_from(self, data: bytes) -> None:
+        """Set `format` from the first lines of a JSON-lines file already in memory."""
+        lines = data.split(b"\n", DETECT_ROWS // 2)[:DETECT_ROWS // 2]  # flat files fail fast
+        self._resolve_format(list(jsonl_records(0, b"\n".join(lines), self.max_record_bytes)))
 
     def _resolve_format(self, head: list) -> None:
         if self._format_arg in FORMATS:
@@ -189,6 +168,69 @@ class FileReader:
 
 
 _SPLIT_NAMES = {"train", "test", "dev", "validation", "valid", "eval", "data", "val"}
+
+
+def flat_table(flat: Flat, source: pa.Array, rows: np.ndarray) -> pa.Table:
+    """Canonical rows from the vectorized path: [user, assistant] turns, ids hashed."""
+    n = len(flat.keep)
+    contents = pa.concat_arrays([flat.user, flat.response]).take(
+        np.stack([np.arange(n), np.arange(n) + n], axis=1).reshape(-1))
+    roles = pa.DictionaryArray.from_arrays(
+        pa.array(np.tile(np.array([0, 1], np.int8), n)), ["user", "assistant"]).cast(pa.string())
+    messages = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)),
+        pa.StructArray.from_arrays([roles, contents], fields=list(MESSAGE)))
+    return pa.Table.from_arrays(
+        [example_ids(messages), source, pa.array(rows, pa.int64()),
+         pa.array(["instruction"] * n, pa.string()), messages,
+         pa.nulls(n, EXAMPLE_SCHEMA.field("outcome").type), flat.meta],
+        schema=EXAMPLE_SCHEMA)
+
+
+def _merge(fast: pa.Table, slow: pa.Table) -> pa.Table:
+    """Both paths' rows of one chunk, back in file order."""
+    if not slow.num_rows:
+        return fast
+    table = pa.concat_tables([fast, slow])
+    return table.take(pc.sort_indices(table["source_row"]))
+
+
+def read_bundle(readers: list[FileReader], datas: list[bytes]) -> list[Batch] | None:
+    """Many small JSON-lines files of one flat format, mapped in one vectorized pass.
+
+    A directory of small files (T0's 294 templates) would otherwise pay the fixed cost
+    of the vectorized path per file. Gives one Batch per file, equal to reading each
+    alone; None when the bundle does not fit the vectorized path (read them one by one).
+    """
+    fmt = readers[0].format
+    user_key = FAST_FLAT.get(fmt.name) if fmt else None
+    limit = readers[0].max_record_bytes
+    if user_key is None or any(r.format is not fmt or r.mapping for r in readers):
+        return None
+    datas = [d if not d or d.endswith(b"\n") else d + b"\n" for d in datas]
+    starts = np.cumsum([0] + [d.count(b"\n") for d in datas])
+    parsed = parse_jsonl(b"".join(datas), limit)
+    if parsed is None:
+        return None
+    table, lines = parsed
+    flat = map_flat(table, user_key, limit)
+    if flat is None:
+        return None
+    kept = lines[flat.keep]
+    file_of = np.searchsorted(starts, kept, side="right") - 1
+    sources = pa.array([r.source for r in readers], pa.string()).take(pa.array(file_of))
+    fast = flat_table(flat, sources, kept - starts[file_of])
+    bounds = np.searchsorted(file_of, np.arange(len(readers) + 1))
+    slow_lines = lines[flat.slow]
+    slow_file = np.searchsorted(starts, slow_lines, side="right") - 1
+    out = []
+    for i, reader in enumerate(readers):
+        local = slow_lines[slow_file == i] - starts[i]
+        slow = reader._convert(list(jsonl_records(0, datas[i], limit, local)))
+        part = fast.slice(bounds[i], bounds[i + 1] - bounds[i])
+        out.append(Batch(_merge(part, slow.examples), slow.rejects,
+                         records=part.num_rows + slow.records))
+    return out
 
 
 def source_name(path: Path) -> str:

@@ -1,19 +1,25 @@
-"""Containers: stream raw records out of JSONL, JSON arrays, CSV and Parquet files,
-plain or compressed (.gz, .zst), in bounded memory.
+"""Containers: read JSONL, JSON arrays, CSV and Parquet files, plain or compressed
+(.gz, .zst), as a stream of `Chunk`s in bounded memory.
 
-Each yields `(row, record, raw)`: the 0-based position of the record in the file, the
-parsed record (a dict) or a `RowError`, and the raw bytes or text for quarantine.
+A chunk holds a run of records twice over: as an Arrow table where the container parses
+to one cheaply (Arrow's JSON and CSV readers, Parquet batches), for the vectorized path,
+and as raw records `(row, record, raw)` for the per-row path: the record's 0-based
+position in the file, the parsed record (a dict) or a `RowError`, and the raw bytes or
+text kept in quarantine.
 """
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow as pa
 
 from curate.errors import InputError
 
@@ -25,6 +31,36 @@ _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
 
 class RowError(Exception):
     """One record cannot become an example; the reason goes to quarantine."""
+
+
+Record = tuple[int, object, object]  # (row, dict or RowError, raw bytes/text or None)
+WHOLE_JSON_BYTES = 64 << 20  # JSON arrays up to this size are parsed in one call
+CHUNK_BYTES = 4 << 20
+CHUNK_ROWS = 16384
+
+
+class Chunk:
+    """Consecutive records of one file.
+
+    `table()` gives them as one Arrow table with their file positions (None when the
+    container cannot), parsed on first use only, since formats read per row never need
+    it; `records(positions)` yields the raw records at those table positions (all records
+    when None) for the per-row path.
+    """
+
+    def __init__(self, load: Callable[[], tuple[pa.Table, np.ndarray] | None],
+                 records: Callable[[object, Iterable[int] | None], Iterator[Record]]):
+        self._load, self._records = load, records
+        self._table: tuple[pa.Table, np.ndarray] | None = None
+        self._loaded = False
+
+    def table(self) -> tuple[pa.Table, np.ndarray] | None:
+        if not self._loaded:
+            self._table, self._loaded = self._load(), True
+        return self._table
+
+    def records(self, positions: Iterable[int] | None = None) -> Iterator[Record]:
+        return self._records(self._table, positions)
 
 
 def split_name(path: Path) -> tuple[str | None, str | None]:
@@ -72,36 +108,116 @@ class Source:
         self._raw = open(self.path, "rb", buffering=1 << 20)
         return open_bytes(self.path, self.compression, self._raw)
 
-    def chunks(self, chunk_bytes: int = 4 << 20) -> Iterator[tuple[int, bytes]]:
-        """JSON lines only: (row of the first line, bytes of whole lines)."""
-        with self._open() as f:
-            row, rest = 0, b""
-            while True:
-                block = f.read(chunk_bytes)
-                if not block:
-                    if rest:
-                        yield row, rest
-                    return
-                block = rest + block if rest else block
-                cut = block.rfind(b"\n")
-                if cut < 0:  # one line longer than a chunk: keep reading
-                    rest = block
-                    continue
-                chunk, rest = block[: cut + 1], block[cut + 1:]
-                yield row, chunk
-                row += chunk.count(b"\n")
+    def _byte_chunks(self, f: io.BufferedIOBase) -> Iterator[tuple[int, bytes]]:
+        """JSON lines: (row of the first line, bytes of whole lines)."""
+        row, rest = 0, b""
+        while True:
+            block = f.read(CHUNK_BYTES)
+            if not block:
+                if rest:
+                    yield row, rest
+                return
+            block = rest + block if rest else block
+            cut = block.rfind(b"\n")
+            if cut < 0:  # one line longer than a chunk: keep reading
+                rest = block
+                continue
+            chunk, rest = block[: cut + 1], block[cut + 1:]
+            yield row, chunk
+            row += chunk.count(b"\n")
 
-    def __iter__(self) -> Iterator[tuple[int, object, object]]:
+    def chunks(self) -> Iterator[Chunk]:
         if self.container == "jsonl":
-            return (rec for first, chunk in self.chunks()
-                    for rec in jsonl_records(first, chunk, self.max_record_bytes))
+            return self._jsonl_chunks()
         if self.container == "json":
-            return _json_array(self._open(), self.path, self.compression)
+            return self._json_chunks()
         if self.container == "csv":
-            return _csv(self.path, self._open, self.compression)
+            return _table_chunks(_csv_batches(self.path, self._open, self.compression))
         if self.container == "parquet":
-            return _parquet(self.path)
+            return _table_chunks(_parquet_batches(self.path))
         raise InputError(f"unknown container {self.container!r}", path=str(self.path))
+
+    def _jsonl_chunks(self) -> Iterator[Chunk]:
+        from curate.ingest.fast import parse_jsonl
+
+        limit = self.max_record_bytes
+
+        def load(first: int, data: bytes):
+            parsed = parse_jsonl(data, limit)
+            return None if parsed is None else (parsed[0], parsed[1] + first)
+
+        def records(first: int, data: bytes, parsed, pos):
+            lines = None if pos is None else (parsed[1] - first)[np.asarray(pos, dtype=np.int64)]
+            return jsonl_records(first, data, limit, lines)
+
+        with self._open() as f:
+            for first, data in self._byte_chunks(f):
+                yield Chunk(lambda first=first, data=data: load(first, data),
+                            lambda parsed, pos, first=first, data=data:
+                            records(first, data, parsed, pos))
+
+    def _json_chunks(self) -> Iterator[Chunk]:
+        """Small arrays parse in one orjson call; larger ones stream through ijson."""
+        items: Iterator[Record]
+        if self.compression is None and self.size <= WHOLE_JSON_BYTES:
+            with self._open() as f:
+                data = f.read()
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                parsed = None  # the streaming parser finds where it breaks
+            if parsed is not None and not isinstance(parsed, list):
+                raise InputError("the file holds one JSON object, not an array of records",
+                                 path=str(self.path),
+                                 fix="write the records as a JSON array or as JSON lines")
+            if parsed is not None:
+                items = ((i, r, None) for i, r in enumerate(parsed))
+            else:
+                items = _json_array(self._open(), self.path, self.compression)
+        else:
+            items = _json_array(self._open(), self.path, self.compression)
+        while True:
+            batch = []
+            for rec in items:
+                batch.append(rec)
+                if len(batch) >= CHUNK_ROWS:
+                    break
+            if not batch:
+                return
+
+            def load(batch=batch):
+                table = records_table([r for _, r, _ in batch])
+                return None if table is None else (
+                    table, np.array([row for row, _, _ in batch], np.int64))
+
+            yield Chunk(load, lambda parsed, pos, batch=batch: iter(batch) if pos is None
+                        else (batch[int(p)] for p in pos))
+
+
+def records_table(records: list) -> pa.Table | None:
+    """Parsed JSON records as one Arrow table, or None when they do not fit one
+    (not all objects, or a field with mixed types): the per-row path takes them then."""
+    if not all(isinstance(r, dict) for r in records):
+        return None
+    keys = dict.fromkeys(k for r in records for k in r)
+    try:
+        return pa.table({k: pa.array([r.get(k) for r in records]) for k in keys})
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _table_chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[Chunk]:
+    row = 0
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        rows = np.arange(row, row + batch.num_rows, dtype=np.int64)
+        row += batch.num_rows
+
+        def records(parsed, pos, table=table, rows=rows):
+            for p in range(table.num_rows) if pos is None else pos:
+                yield int(rows[p]), table.slice(int(p), 1).to_pylist()[0], None
+
+        yield Chunk(lambda table=table, rows=rows: (table, rows), records)
 
 
 def sniff_container(path: Path, compression: str | None) -> str:
@@ -191,21 +307,20 @@ def _tail(path: Path, compression: str | None, limit: int = 1 << 20) -> bytes:
     return tail
 
 
-def _csv(path: Path, opener, compression: str | None):
-    import pyarrow as pa
+def _csv_batches(path: Path, opener, compression: str | None) -> Iterator[pa.RecordBatch]:
+    """Every column as text, as written; quoted values may span lines."""
     import pyarrow.csv as pacsv
 
     delimiter = "\t" if ".tsv" in [s.lower() for s in path.suffixes] else ","
     with open_bytes(path, compression) as f:
         header = f.readline()
-    names = next(iter(__import__("csv").reader([header.decode("utf-8-sig")],
-                                               delimiter=delimiter)), [])
+    names = next(csv.reader([header.decode("utf-8-sig")], delimiter=delimiter), [])
     if not names:
         raise InputError("the CSV file has no header row", path=str(path),
                          fix="add a header line naming the columns")
     reader = pacsv.open_csv(
         opener(),
-        read_options=pacsv.ReadOptions(block_size=1 << 22),
+        read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES),
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, strings_can_be_null=False),
@@ -213,26 +328,21 @@ def _csv(path: Path, opener, compression: str | None):
     row = 0
     try:
         for batch in reader:
-            for rec in batch.to_pylist():
-                yield row, rec, None
-                row += 1
+            yield batch
+            row += batch.num_rows
     except pa.ArrowInvalid as e:
         raise InputError(f"CSV parse error after data row {row}: {e}", path=str(path),
                          row=row, fix="check quoting on that row") from e
 
 
-def _parquet(path: Path):
+def _parquet_batches(path: Path) -> Iterator[pa.RecordBatch]:
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types here
         raise InputError(f"not a readable Parquet file: {e}", path=str(path)) from e
-    row = 0
-    for batch in pf.iter_batches(batch_size=8192):
-        for rec in batch.to_pylist():
-            yield row, rec, None
-            row += 1
+    yield from pf.iter_batches(batch_size=CHUNK_ROWS)
 
 
 def raw_text(raw: object, record: object) -> str:
