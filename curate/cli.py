@@ -28,7 +28,7 @@ console = Console()
 err = Console(stderr=True)
 
 StoreOpt = Annotated[Path | None, typer.Option(
-    "--store", help="Store directory [env: CURATE_STORE; default: ./curate-store].",
+    "--store", help="Store directory (default: $CURATE_STORE, else ./curate-store).",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
