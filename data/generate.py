@@ -2798,7 +2798,7 @@ def readme(rows: dict[str, list[R]]) -> str:
     lines = [
         "# Sample corpus",
         "",
-        "The small corpus `make demo` ingests (`curate demo data`). It is meant to show what "
+        "The small corpus `make demo` ingests (`curate ingest data`). It is meant to show what "
         "curation does: every format the ingest reads, plus planted duplicates, near "
         "duplicates, broken rows and weak rows, listed below with their positions.",
         "",

@@ -48,8 +48,10 @@ class FileReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise InputError("no such file", path=str(path), fix="check the path")
-        if format != "auto" and format not in FORMATS and format not in CONTAINERS:
-            raise InputError(f"unknown format {format!r}", path=str(path),
+        if format != "auto" and format not in FORMATS:
+            hint = " (the file type comes from the name: .jsonl, .json, .csv, .parquet)" \
+                if format in CONTAINERS else ""
+            raise InputError(f"unknown format {format!r}{hint}", path=str(path),
                              fix=f"use auto or one of {', '.join(FORMATS)}")
         self.source = source or source_name(self.path)
         self.mapping = mapping or {}
