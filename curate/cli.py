@@ -261,6 +261,19 @@ def export(
         console.print(f"wrote {report.rows} examples to {report.path} ({report.format})")
 
 
+# ---------------------------------------------------------------- models
+@app.command()
+def models(as_json: JsonOpt = False) -> None:
+    """The packaged models curate can use offline, and where they are."""
+    from curate.models import describe
+
+    rows = describe()
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        _print_rows(rows, title="models (or pass any local Hugging Face folder)")
+
+
 def main() -> None:
     try:
         app()
