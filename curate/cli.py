@@ -261,6 +261,71 @@ def export(
         console.print(f"wrote {report.rows} examples to {report.path} ({report.format})")
 
 
+# ---------------------------------------------------------------- score
+@app.command()
+def score(
+    scorer: Annotated[str, typer.Argument(help="heuristics or embed.")],
+    model: Annotated[str | None, typer.Option(
+        help="Registry name (see `curate models`) or a local Hugging Face folder "
+        "[default: the scorer's own].")] = None,
+    text: Annotated[str | None, typer.Option(
+        help="embed: which text to embed: prompt, response or all [default: all].")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per model batch.")] = 32,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score every example not yet scored by this configuration (cached, resumable).
+
+    Results land in the `scores_<scorer>` view, keyed by id. Rerunning scores only what
+    is missing: new rows, or the rest of a run that was interrupted.
+    """
+    from curate.scoring import make_scorer, run_scorer
+
+    options = {"model": model, "batch_size": batch_size, "device": device}
+    if text is not None:
+        options["text"] = text
+    sc = make_scorer(scorer, **options)
+    st = _store(store).require()
+    with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
+        report = run_scorer(st, sc, progress=progress)
+    if as_json:
+        print(json.dumps(report.__dict__))
+    else:
+        console.print(f"{report.scorer}: scored {report.scored} ({report.skipped} with a reason),"
+                      f" {report.cached} already cached; view scores_{report.scorer}; "
+                      f"{report.seconds:.1f}s")
+
+
+class _CountProgress:
+    """A rich bar over rows with rate and ETA."""
+
+    def __init__(self, label: str, quiet: bool):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeRemainingColumn)
+
+        self.bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                            console=err, transient=True, disable=quiet or not err.is_terminal)
+        self.task = self.bar.add_task(label, total=None, rate="")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+        task = self.bar.tasks[0]
+        if task.elapsed:
+            self.bar.update(self.task, rate=f"{task.completed / task.elapsed:,.0f} rows/s")
+
+
 # ---------------------------------------------------------------- models
 @app.command()
 def models(as_json: JsonOpt = False) -> None:

@@ -90,6 +90,24 @@ def resolve(name: str, kind: str | None = None) -> Path:
         "model.save_pretrained(PATH) where the hub is reachable)")
 
 
+def check(name: str, kind: str | None = None) -> None:
+    """Fail now, before any work, when `name` cannot be loaded (converts nothing)."""
+    if name in MODELS:
+        spec = MODELS[name]
+        if kind and spec.kind != kind:
+            raise CurateError(f"model {name!r} is a {spec.kind} model, not a {kind} model\n"
+                              f"  fix: use one of {', '.join(valid_names(kind))}")
+        package_folder(spec)
+    else:
+        resolve(name, kind)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def valid_names(kind: str | None = None) -> list[str]:
     return [n for n, m in MODELS.items() if kind is None or m.kind == kind]
 
@@ -123,6 +141,7 @@ def _converted(spec: ModelSpec) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     quantized = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name,
                                                      dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
@@ -149,6 +168,7 @@ def load_embedder(name: str = "minilm", device_name: str | None = None):
     """A SentenceTransformer, loaded once per process."""
     from sentence_transformers import SentenceTransformer
 
+    _quiet_transformers()
     dev = device(device_name)
     model = SentenceTransformer(str(resolve(name, "embedding")), device=dev)
     if dev.startswith("cuda"):
@@ -162,6 +182,7 @@ def load_causal_lm(name: str = "smollm2-135m", device_name: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     dev = device(device_name)
     path = resolve(name, "causal-lm")
     dtype = torch.float16 if dev.startswith("cuda") else torch.float32

@@ -217,8 +217,22 @@ class Store:
 
 
 def _signature(root: Path) -> str:
-    """Which views have parts: the catalog is stale when this changes."""
-    return ",".join(n for n, (g, _) in VIEWS.items() if any(root.glob(g)))
+    """Which views have parts (and which score configurations they show): the catalog
+    is stale when this changes."""
+    names = [n for n, (g, _) in VIEWS.items() if any(root.glob(g))]
+    names += [f"{name}={folder.name}" for name, folder in score_views(root).items()]
+    return ",".join(names)
+
+
+def score_views(root: Path) -> dict[str, Path]:
+    """scores_<scorer> -> the folder of its most recently run configuration."""
+    out = {}
+    for scorer in sorted((root / "scores").glob("*")):
+        configs = [c for c in scorer.glob("*/config.json") if any(c.parent.glob("part-*.parquet"))]
+        if configs:
+            newest = max(configs, key=lambda c: (c.stat().st_mtime_ns, c.parent.name))
+            out[f"scores_{scorer.name}"] = newest.parent
+    return out
 
 
 # Derived views: prompt and response are the last user and assistant turns, not copies.
@@ -244,6 +258,17 @@ def _create_views(con, root: Path) -> None:
             con.unregister(f"_empty_{name}")
     for name, sql in DERIVED_VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+    for name, folder in score_views(root).items():
+        config = json.loads((folder / "config.json").read_text())
+        glob = str(folder / "part-*.parquet").replace("'", "''")
+        literals = ", ".join(
+            f"'{str(v).replace(chr(39), chr(39) * 2)}' AS {k}" for k, v in (
+                ("scorer", config["scorer"]), ("scorer_version", config["version"]),
+                ("model", config.get("model") or ""),
+                ("params", json.dumps(config.get("params", {}), sort_keys=True)),
+                ("config", folder.name)))
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *, {literals} "
+                    f"FROM read_parquet('{glob}')")
 
 
 class Writer:

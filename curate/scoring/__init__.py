@@ -1,0 +1,25 @@
+"""Scorers: per-example signals for selection, cached per configuration and resumable.
+
+    heuristics   lengths (characters, tokens), turns, distinct-n, repetition; trace steps,
+                 tool calls, outcome
+    embed        sentence embeddings (+ FAISS index) of prompt, response or all
+"""
+
+from __future__ import annotations
+
+from curate.errors import CurateError
+from curate.scoring.base import ScoreReport, Scorer, run_scorer
+from curate.scoring.embed import EmbedScorer
+from curate.scoring.heuristics import HeuristicsScorer
+
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer)}
+
+__all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer"]
+
+
+def make_scorer(name: str, **options) -> Scorer:
+    """A scorer by name; an unknown name fails before any work, listing the valid ones."""
+    if name not in SCORERS:
+        raise CurateError(f"unknown scorer {name!r}\n  fix: use one of {', '.join(SCORERS)}")
+    options = {k: v for k, v in options.items() if v is not None}
+    return SCORERS[name](**options)

@@ -1,0 +1,174 @@
+"""What every scorer shares: the contract, the cache key, and the resumable runner.
+
+A scorer maps a batch of examples to score columns of the same length and order. The
+runner feeds it only the examples its configuration has not scored yet, in a fixed
+plan (sorted by length, then id), and commits each shard of results atomically as it
+goes. Killed at any point, a rerun redoes only the shards that were not committed, with
+the same batches, so its results equal an uninterrupted run's.
+
+    <store>/scores/<scorer>/<config>/config.json   scorer, version, model, params
+                                    /part-NNNNNN.parquet   id, score columns, reason
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import CurateError
+from curate.store import Store
+
+TEXTS = {
+    # DuckDB expressions over `messages`: which text a scorer reads
+    "prompt": "list_filter(messages, lambda m: m.role = 'user')[-1].content",
+    "response": "list_filter(messages, lambda m: m.role = 'assistant')[-1].content",
+    "all": "array_to_string(list_transform(messages, lambda m: m.role || ': ' || m.content), "
+           "chr(10))",
+}
+
+
+class Scorer:
+    """Base class. Subclasses set `name`, `version`, `columns` (name -> Arrow type),
+    `higher_is_better`, and implement `score`. Heavy models load on first `score`."""
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    model_kind: ClassVar[str | None] = None  # "embedding" or "causal-lm" when it uses a model
+    columns: ClassVar[dict[str, pa.DataType]]
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+    needs: ClassVar[str] = "messages"  # "messages", or a key of TEXTS
+
+    def __init__(self, model: str | None = None, batch_size: int = 32,
+                 device: str | None = None, **params):
+        if model is not None and self.model_kind is not None:
+            from curate.models import check
+
+            check(model, self.model_kind)  # a bad name fails before any work
+        self.model = model
+        self.batch_size = batch_size
+        self.device = device
+        self.params = params
+
+    def config(self) -> dict:
+        """What the cache key covers: batch size and device do not change results."""
+        return {"scorer": self.name, "version": self.version, "model": self.model,
+                "params": self.params}
+
+    @property
+    def key(self) -> str:
+        return hashlib.md5(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        """`batch` has `id` and the input column (`messages` or `text`); return a table
+        of `columns` plus `reason` (null when scored), same length and order."""
+        raise NotImplementedError
+
+    def finish(self, folder: Path) -> None:
+        """Called after a run with new results (e.g. to rebuild an index)."""
+
+
+@dataclass
+class ScoreReport:
+    scorer: str
+    config: str
+    folder: str
+    scored: int
+    cached: int
+    skipped: int  # scored rows that carry a reason (empty text, no response, ...)
+    seconds: float
+
+
+class Progress:
+    def start(self, total: int) -> None: ...
+    def advance(self, n: int) -> None: ...
+
+
+SHARD_ROWS = 2048
+
+
+def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
+               shard_rows: int = SHARD_ROWS) -> ScoreReport:
+    """Score every example of the store not yet scored by this configuration."""
+    progress = progress or Progress()
+    started = time.time()
+    store.require()
+    with store.writer():
+        folder = store.root / "scores" / scorer.name / scorer.key
+        folder.mkdir(parents=True, exist_ok=True)
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            _write_atomic(config_path, json.dumps(
+                {**scorer.config(), "columns": {k: str(v) for k, v in scorer.columns.items()},
+                 "higher_is_better": scorer.higher_is_better}, indent=2).encode())
+        os.utime(config_path)  # the newest config is the one the scores_<name> view shows
+        pending, cached = _pending(store, scorer, folder)
+        progress.start(pending.num_rows)
+        scored = skipped = 0
+        seq = len(list(folder.glob("part-*.parquet")))
+        for lo in range(0, pending.num_rows, shard_rows):
+            shard = pending.slice(lo, shard_rows)
+            result = scorer.score(shard)
+            if result.num_rows != shard.num_rows:
+                raise CurateError(f"scorer {scorer.name} returned {result.num_rows} rows for "
+                                  f"{shard.num_rows}")
+            table = pa.Table.from_arrays([shard["id"], *result.columns],
+                                         names=["id", *result.column_names])
+            _write_part(table, folder / f"part-{seq:06d}.parquet")
+            seq += 1
+            scored += shard.num_rows
+            skipped += shard.num_rows - result["reason"].null_count
+            progress.advance(shard.num_rows)
+        if scored:
+            scorer.finish(folder)
+        store.rebuild_catalog()  # a scores_<name> view, or a newer configuration behind it
+    return ScoreReport(scorer.name, scorer.key, str(folder), scored, cached, skipped,
+                       round(time.time() - started, 3))
+
+
+def _pending(store: Store, scorer: Scorer, folder: Path) -> tuple[pa.Table, int]:
+    """Examples this configuration has not scored, in plan order (length, then id)."""
+    con = store.connect()
+    try:
+        expr = "messages" if scorer.needs == "messages" else f"coalesce({TEXTS[scorer.needs]}, '')"
+        length = "len(array_to_string(list_transform(messages, lambda m: m.content), ''))"
+        done = sorted(folder.glob("part-*.parquet"))
+        if done:
+            parts = ", ".join("'" + str(p).replace("'", "''") + "'" for p in done)
+            con.execute(f"CREATE TEMP VIEW done AS SELECT id FROM read_parquet([{parts}])")
+            where = "WHERE id NOT IN (SELECT id FROM done)"
+            cached = con.execute("SELECT count(*) FROM done").fetchall()[0][0]
+        else:
+            where, cached = "", 0
+        out_col = "messages" if scorer.needs == "messages" else "text"
+        extra = ", outcome" if scorer.needs == "messages" else ""
+        table = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {where} "
+                        f"ORDER BY {length}, id").to_arrow_table()
+        return table, cached
+    finally:
+        con.close()
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp, compression="zstd")
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

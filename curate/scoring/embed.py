@@ -1,0 +1,102 @@
+"""Sentence embeddings (L2-normalized float32) of the prompt, the response or the whole
+conversation, stored with the ids, plus a FAISS index beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.errors import CurateError
+from curate.scoring.base import TEXTS, Scorer
+
+EXACT_INDEX_MAX = 100_000  # above this many vectors the index is IVF (approximate)
+
+
+class EmbedScorer(Scorer):
+    name = "embed"
+    version = "1"
+    model_kind = "embedding"
+    higher_is_better = {}
+
+    def __init__(self, model: str | None = "minilm", text: str = "all", **kw):
+        if text not in TEXTS:
+            raise CurateError(f"unknown --text {text!r}\n  fix: use one of {', '.join(TEXTS)}")
+        super().__init__(model=model or "minilm", text=text, **kw)
+        self.needs = text
+        self._model = None
+
+    def _encoder(self):
+        if self._model is None:
+            from curate.models import load_embedder
+
+            self._model = load_embedder(self.model, self.device)
+        return self._model
+
+    @property
+    def columns(self) -> dict[str, pa.DataType]:  # type: ignore[override]
+        dim = self._encoder().get_embedding_dimension()
+        return {"embedding": pa.list_(pa.float32(), dim)}
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        texts = batch["text"].to_pylist()
+        keep = [i for i, t in enumerate(texts) if t and t.strip()]
+        dim = self.columns["embedding"].list_size
+        vectors = np.zeros((len(texts), dim), np.float32)
+        if keep:
+            vectors[keep] = self._encoder().encode(
+                [texts[i] for i in keep], batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+        valid = np.zeros(len(texts), bool)
+        valid[keep] = True
+        flat = pa.array(vectors.reshape(-1))
+        emb = pa.FixedSizeListArray.from_arrays(flat, dim, mask=pa.array(~valid))
+        reason = pa.array([None if v else "empty text" for v in valid], pa.string())
+        return pa.Table.from_arrays([emb, reason], names=["embedding", "reason"])
+
+    def finish(self, folder: Path) -> None:
+        build_index(folder)
+
+
+def load_vectors(folder: Path) -> tuple[list[str], np.ndarray]:
+    """Ids and vectors of every scored (non-empty) example of one embed configuration."""
+    ids, chunks = [], []
+    for part in sorted(folder.glob("part-*.parquet")):
+        t = pq.read_table(part, columns=["id", "embedding"])
+        t = t.filter(t["embedding"].is_valid())
+        if t.num_rows:
+            emb = t["embedding"].combine_chunks()
+            chunks.append(emb.flatten().to_numpy().reshape(len(emb), emb.type.list_size))
+            ids += t["id"].to_pylist()
+    if not chunks:
+        return [], np.zeros((0, 0), np.float32)
+    return ids, np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
+def build_index(folder: Path) -> Path:
+    """Inner-product FAISS index over the stored vectors: exact (flat) for small stores,
+    IVF for large ones; saved as index.faiss with the row -> id map in index_ids.parquet."""
+    import faiss
+
+    ids, vectors = load_vectors(folder)
+    if not ids:
+        return folder / "index.faiss"
+    n, dim = vectors.shape
+    if n <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
+                                   faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        index.train(vectors[rng.choice(n, min(n, 256 * nlist), replace=False)])
+        index.nprobe = 16
+    index.add(vectors)
+    tmp = folder / ".index.faiss.tmp"
+    faiss.write_index(index, str(tmp))
+    pq.write_table(pa.table({"id": ids}), folder / ".index_ids.parquet.tmp")
+    (folder / ".index_ids.parquet.tmp").replace(folder / "index_ids.parquet")
+    tmp.replace(folder / "index.faiss")
+    return folder / "index.faiss"

@@ -1,0 +1,83 @@
+"""Cheap, model-free signals: lengths, turns, lexical diversity, repetition, and for
+traces their steps, tool calls and outcome. Token counts use the tokenizer of `model`."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from curate.scoring.base import Scorer
+
+
+def _words(text: str) -> list[str]:
+    return text.lower().split()
+
+
+def distinct_n(words: list[str], n: int) -> float | None:
+    """Distinct n-grams / n-grams (Li et al. 2016); None for texts shorter than n."""
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+class HeuristicsScorer(Scorer):
+    name = "heuristics"
+    version = "1"
+    model_kind = "causal-lm"  # its tokenizer counts tokens
+    columns = {
+        "prompt_chars": pa.int64(), "response_chars": pa.int64(), "total_chars": pa.int64(),
+        "prompt_tokens": pa.int64(), "response_tokens": pa.int64(),
+        "turns": pa.int32(), "response_words": pa.int64(),
+        "distinct_1": pa.float32(), "distinct_2": pa.float32(), "repetition": pa.float32(),
+        "steps": pa.int32(), "tool_calls": pa.int32(),
+        "success": pa.bool_(), "reward": pa.float64(),
+    }
+    higher_is_better = {"distinct_1": True, "distinct_2": True, "repetition": False}
+    needs = "messages"
+
+    def __init__(self, model: str | None = "smollm2-135m", **kw):
+        super().__init__(model=model, **kw)
+        self._tokenizer = None
+
+    def _tokens(self, texts: list[str]) -> list[int]:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            from curate.models import resolve
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(resolve(self.model)))
+        enc = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [len(e) for e in enc]
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        out: dict[str, list] = {c: [] for c in self.columns}
+        out["reason"] = []
+        prompts, responses = [], []
+        for messages in batch["messages"].to_pylist():
+            users = [m["content"] or "" for m in messages if m["role"] == "user"]
+            answers = [m["content"] or "" for m in messages if m["role"] == "assistant"]
+            prompt, response = (users[-1] if users else ""), (answers[-1] if answers else "")
+            prompts.append(prompt)
+            responses.append(response)
+            words = _words(response)
+            d1, d2, d4 = distinct_n(words, 1), distinct_n(words, 2), distinct_n(words, 4)
+            out["prompt_chars"].append(len(prompt))
+            out["response_chars"].append(len(response))
+            out["total_chars"].append(sum(len(m["content"] or "") for m in messages))
+            out["turns"].append(len(messages))
+            out["response_words"].append(len(words))
+            out["distinct_1"].append(d1)
+            out["distinct_2"].append(d2)
+            out["repetition"].append(None if d4 is None else 1.0 - d4)
+            out["steps"].append(len(answers))
+            out["tool_calls"].append(sum(m["role"] == "tool" for m in messages))
+            out["reason"].append(None if response.strip() else "no response text")
+        out["prompt_tokens"] = self._tokens(prompts) if self.model else [None] * len(prompts)
+        out["response_tokens"] = self._tokens(responses) if self.model else [None] * len(prompts)
+        outcome = batch["outcome"] if "outcome" in batch.column_names else None
+        if outcome is not None:
+            out["success"] = outcome.combine_chunks().field("success").to_pylist()
+            out["reward"] = outcome.combine_chunks().field("reward").to_pylist()
+        else:
+            out["success"] = out["reward"] = [None] * batch.num_rows
+        arrays = [pa.array(out[c], t) for c, t in self.columns.items()]
+        return pa.Table.from_arrays(arrays + [pa.array(out["reason"], pa.string())],
+                                    names=[*self.columns, "reason"])
