@@ -3,13 +3,27 @@ traces their steps, tool calls and outcome. Token counts use the tokenizer of `m
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import pyarrow as pa
 
 from curate.scoring.base import Scorer
 
 
+_WORD = re.compile(r"\w+")
+
+
 def _words(text: str) -> list[str]:
-    return text.lower().split()
+    return _WORD.findall(text.lower())
+
+
+def repetition_ratio(words: list[str], n: int = 3) -> float | None:
+    """Share of word n-gram occurrences whose n-gram occurs more than once (the word
+    repetition ratio of data-juicer / Gopher); None for texts shorter than n."""
+    grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+    total = sum(grams.values())
+    return sum(c for c in grams.values() if c > 1) / total if total else None
 
 
 def distinct_n(words: list[str], n: int) -> float | None:
@@ -58,7 +72,7 @@ class HeuristicsScorer(Scorer):
             prompts.append(prompt)
             responses.append(response)
             words = _words(response)
-            d1, d2, d4 = distinct_n(words, 1), distinct_n(words, 2), distinct_n(words, 4)
+            d1, d2 = distinct_n(words, 1), distinct_n(words, 2)
             out["prompt_chars"].append(len(prompt))
             out["response_chars"].append(len(response))
             out["total_chars"].append(sum(len(m["content"] or "") for m in messages))
@@ -66,7 +80,7 @@ class HeuristicsScorer(Scorer):
             out["response_words"].append(len(words))
             out["distinct_1"].append(d1)
             out["distinct_2"].append(d2)
-            out["repetition"].append(None if d4 is None else 1.0 - d4)
+            out["repetition"].append(repetition_ratio(words))
             out["steps"].append(len(answers))
             out["tool_calls"].append(sum(m["role"] == "tool" for m in messages))
             out["reason"].append(None if response.strip() else "no response text")

@@ -1,0 +1,136 @@
+"""Scorers on real rows: shapes, order, cache hits, incremental scoring, the resume after
+SIGKILL, bad input, and sanity."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DATA, corpora_path, rows, write_jsonl
+from curate.errors import CurateError
+from curate.ingest import ingest
+from curate.scoring import make_scorer, run_scorer
+from curate.store import Store
+
+
+def test_heuristics_on_sample_data(store):
+    ingest(store, [DATA])
+    report = run_scorer(store, make_scorer("heuristics", model=None))
+    n = rows(store, "SELECT count(*) FROM examples")[0][0]
+    assert report.scored == n and report.cached == 0
+    got = dict(rows(store, "SELECT kind, sum(tool_calls) FROM examples JOIN scores_heuristics "
+                           "USING (id) GROUP BY 1"))
+    assert got["trace"] > 0 and got["instruction"] == 0
+    # the planted repetitive list (alpaca_general row 82) repeats more than the median row
+    (rep,) = rows(store, "SELECT repetition FROM examples JOIN scores_heuristics USING (id) "
+                         "WHERE source = 'alpaca_general' AND source_row = 82")[0]
+    (median,) = rows(store, "SELECT median(repetition) FROM scores_heuristics")[0]
+    assert rep > median
+    again = run_scorer(store, make_scorer("heuristics", model=None))
+    assert (again.scored, again.cached) == (0, n)  # cache hit: nothing scored twice
+
+
+def test_new_rows_are_scored_incrementally(tmp_path, store):
+    recs = [{"instruction": f"Say {i}.", "input": "", "output": f"{i} " * (i + 1)}
+            for i in range(20)]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs[:12])])
+    assert run_scorer(store, make_scorer("heuristics", model=None)).scored == 12
+    ingest(store, [write_jsonl(tmp_path / "b.jsonl", recs)])  # 8 new, 12 duplicates
+    report = run_scorer(store, make_scorer("heuristics", model=None))
+    assert (report.scored, report.cached) == (8, 12)
+    assert rows(store, "SELECT count(DISTINCT id), count(*) FROM scores_heuristics") == [(20, 20)]
+
+
+def test_unknown_names_fail_before_any_work(store, tmp_path):
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", [{"instruction": "a", "output": "b"}])])
+    with pytest.raises(CurateError, match="heuristics, embed"):
+        make_scorer("perplexityy")
+    with pytest.raises(CurateError, match="use one of minilm"):
+        make_scorer("embed", model="org/unknown-model")
+    with pytest.raises(CurateError, match="use one of prompt, response, all"):
+        make_scorer("embed", text="title")
+    assert not (store.root / "scores").exists()
+
+
+@pytest.mark.slow
+def test_embed_real_rows_index_and_duplicates(tmp_path, store):
+    path = corpora_path("gsm8k", "example_model_solutions.jsonl")
+    with open(path) as f:
+        head = [next(f) for _ in range(30)]
+    sample = tmp_path / "solutions.jsonl"
+    sample.write_text("".join(head))
+    ingest(store, [sample])
+    report = run_scorer(store, make_scorer("embed", text="prompt"))
+    assert report.scored == rows(store, "SELECT count(*) FROM examples")[0][0]
+    got = rows(store, "SELECT e.source_row, s.embedding FROM examples e JOIN scores_embed s "
+                      "USING (id) ORDER BY e.source_row")
+    vectors = np.array([v for _, v in got], np.float32)
+    assert vectors.shape[1] == 384
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
+    # the solutions of one question share their prompt: the same embedding, exactly
+    by_row = {}
+    for (row, _), v in zip(got, vectors):
+        by_row.setdefault(row, []).append(v)
+    for vs in by_row.values():
+        assert all(np.array_equal(vs[0], v) for v in vs[1:])
+    import faiss
+
+    folder = store.root / "scores" / "embed" / report.config
+    index = faiss.read_index(str(folder / "index.faiss"))
+    ids = pq.read_table(folder / "index_ids.parquet")["id"].to_pylist()
+    assert index.ntotal == len(ids) == len(got)
+    vector_of = {i: np.array(v, np.float32) for i, v in rows(store, "SELECT id, embedding "
+                                                                   "FROM scores_embed")}
+    query = vector_of[ids[7]]
+    scores, hits = index.search(query[None, :], 3)
+    assert scores[0][0] == pytest.approx(1.0, abs=1e-4)  # the vector finds itself (or a twin)
+    assert np.allclose(vector_of[ids[hits[0][0]]], query, atol=1e-5)
+
+
+def test_empty_text_gets_a_reason_not_a_crash(tmp_path, store):
+    recs = [{"instruction": "", "input": "", "output": "An answer to nothing."},
+            {"instruction": "A real question?", "input": "", "output": "Yes."}]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs)])
+    report = run_scorer(store, make_scorer("embed", text="prompt"))
+    assert (report.scored, report.skipped) == (2, 1)
+    got = dict(rows(store, "SELECT reason, embedding IS NULL FROM scores_embed"))
+    assert got == {"empty text": True, None: False}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_scoring_then_resume_is_identical(tmp_path):
+    path = corpora_path("gsm8k", "train.jsonl")
+    with open(path) as f:
+        head = [next(f) for _ in range(1500)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(head))
+    stores = [Store(tmp_path / name) for name in ("killed", "clean")]
+    for s in stores:
+        ingest(s, [data])
+    code = ("import sys; from curate.store import Store; from curate.scoring import "
+            "make_scorer, run_scorer; run_scorer(Store(sys.argv[1]), "
+            "make_scorer('embed', text='prompt', batch_size=16), shard_rows=100)")
+    killed = stores[0]
+    proc = subprocess.Popen([sys.executable, "-c", code, str(killed.root)])
+    deadline = time.time() + 240
+    parts = []
+    while time.time() < deadline and len(parts) < 3:
+        parts = list(killed.root.glob("scores/embed/*/part-*.parquet"))
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= len(parts) < 15, "the run was not caught in the middle"
+    resumed = run_scorer(killed, make_scorer("embed", text="prompt", batch_size=16),
+                         shard_rows=100)
+    assert resumed.cached >= 300 and resumed.cached + resumed.scored == 1500
+    run_scorer(stores[1], make_scorer("embed", text="prompt", batch_size=16), shard_rows=100)
+    q = "SELECT id, embedding FROM scores_embed ORDER BY id"
+    a, b = rows(killed, q), rows(stores[1], q)
+    assert [r[0] for r in a] == [r[0] for r in b]
+    assert np.array_equal(np.array([r[1] for r in a]), np.array([r[1] for r in b]))
