@@ -264,13 +264,18 @@ def export(
 # ---------------------------------------------------------------- score
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="heuristics or embed.")],
+    scorer: Annotated[str, typer.Argument(help="heuristics, embed or lm.")],
     model: Annotated[str | None, typer.Option(
         help="Registry name (see `curate models`) or a local Hugging Face folder "
         "[default: the scorer's own].")] = None,
     text: Annotated[str | None, typer.Option(
         help="embed: which text to embed: prompt, response or all [default: all].")] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per model batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="embed: texts per model batch.")] = 32,
+    batch_tokens: Annotated[int | None, typer.Option(
+        help="lm: padded tokens per model batch (memory knob) [default: 16384].")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        help="lm: longest sequence; longer prompts lose their oldest turns, noted in the "
+        "`truncated` column [default: 2048].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
@@ -283,8 +288,9 @@ def score(
     from curate.scoring import make_scorer, run_scorer
 
     options = {"model": model, "batch_size": batch_size, "device": device}
-    if text is not None:
-        options["text"] = text
+    for key, value in (("text", text), ("batch_tokens", batch_tokens), ("max_tokens", max_tokens)):
+        if value is not None:
+            options[key] = value
     sc = make_scorer(scorer, **options)
     st = _store(store).require()
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:

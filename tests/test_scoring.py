@@ -134,3 +134,56 @@ def test_sigkill_mid_scoring_then_resume_is_identical(tmp_path):
     a, b = rows(killed, q), rows(stores[1], q)
     assert [r[0] for r in a] == [r[0] for r in b]
     assert np.array_equal(np.array([r[1] for r in a]), np.array([r[1] for r in b]))
+
+
+@pytest.mark.slow
+def test_lm_scores_real_rows(tmp_path, store):
+    with open(corpora_path("gsm8k", "train.jsonl")) as f:
+        head = [next(f) for _ in range(6)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(head))
+    ingest(store, [data])
+    report = run_scorer(store, make_scorer("lm", batch_tokens=2048))
+    assert report.scored == 6 and report.skipped == 0
+    got = rows(store, "SELECT nll, nll_uncond, ifd, ppl, prompt_tokens, response_tokens, "
+                      "len(token_losses), truncated FROM scores_lm")
+    for nll, nll_u, ifd, ppl, p_tok, r_tok, n_losses, cut in got:
+        assert nll < nll_u  # a GSM8K answer is likelier after its question
+        assert ifd == pytest.approx(np.exp(nll - nll_u), rel=1e-4)
+        assert ppl == pytest.approx(np.exp(nll), rel=1e-4)
+        assert p_tok > 10 and r_tok == n_losses and not cut
+    # per-token losses average to the example's loss (float16 storage)
+    (losses, nll) = rows(store, "SELECT token_losses, nll FROM scores_lm LIMIT 1")[0]
+    assert np.mean(np.array(losses, np.float32)) == pytest.approx(nll, abs=1e-2)
+
+
+@pytest.mark.slow
+def test_lm_matches_a_plain_forward_and_truncates(tmp_path, store):
+    import torch
+
+    from curate.models import load_causal_lm
+
+    long_prompt = "Here is some context. " * 120
+    recs = [{"instruction": "What is 2 + 3?", "input": "", "output": "2 + 3 = 5."},
+            {"instruction": long_prompt, "input": "", "output": "Noted."}]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs)])
+    run_scorer(store, make_scorer("lm", max_tokens=256))
+    got = {p: (nll, cut, pt) for p, nll, cut, pt in rows(
+        store, "SELECT p.prompt, nll, truncated, prompt_tokens FROM pairs p "
+               "JOIN scores_lm USING (id)")}
+    model, tok = load_causal_lm("smollm2-135m")
+    msgs = [{"role": "user", "content": "What is 2 + 3?"},
+            {"role": "assistant", "content": "2 + 3 = 5."}]
+    full = tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False,
+               return_tensors="pt")["input_ids"]
+    n_prompt = len(tok(tok.apply_chat_template(msgs[:1], tokenize=False,
+                                               add_generation_prompt=True),
+                       add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(full).logits[0].float(), -1)
+    target = full[0, n_prompt:-1]  # the response and its end-of-turn token
+    naive = float(-logp[n_prompt - 1:-2].gather(1, target[:, None]).mean())
+    assert got["What is 2 + 3?"][0] == pytest.approx(naive, abs=1e-3)
+    nll, cut, prompt_tokens = got[long_prompt.strip()] if long_prompt.strip() in got else \
+        got[long_prompt]
+    assert cut and prompt_tokens < 256

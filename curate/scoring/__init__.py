@@ -3,6 +3,8 @@
     heuristics   lengths (characters, tokens), turns, distinct-n, repetition; trace steps,
                  tool calls, outcome
     embed        sentence embeddings (+ FAISS index) of prompt, response or all
+    lm           causal-LM response perplexity with / without the prompt, IFD, entropy,
+                 token counts, per-token response losses
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from curate.errors import CurateError
 from curate.scoring.base import ScoreReport, Scorer, run_scorer
 from curate.scoring.embed import EmbedScorer
 from curate.scoring.heuristics import HeuristicsScorer
+from curate.scoring.lm import LMScorer
 
-SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer)}
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer, LMScorer)}
 
 __all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer"]
 
