@@ -55,6 +55,8 @@ def test_unknown_names_fail_before_any_work(store, tmp_path):
         make_scorer("embed", model="org/unknown-model")
     with pytest.raises(CurateError, match="use one of prompt, response, all"):
         make_scorer("embed", text="title")
+    with pytest.raises(CurateError, match="takes no option text"):
+        make_scorer("lm", text="prompt")
     assert not (store.root / "scores").exists()
 
 

@@ -24,5 +24,12 @@ def make_scorer(name: str, **options) -> Scorer:
     """A scorer by name; an unknown name fails before any work, listing the valid ones."""
     if name not in SCORERS:
         raise CurateError(f"unknown scorer {name!r}\n  fix: use one of {', '.join(SCORERS)}")
+    import inspect
+
     options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(SCORERS[name].__init__).parameters
+    wrong = [k for k in options if k not in accepted]
+    if wrong:
+        raise CurateError(f"scorer {name!r} takes no option {', '.join(wrong)}\n  fix: its "
+                          f"options are {', '.join(p for p in accepted if p != 'self')}")
     return SCORERS[name](**options)

@@ -48,7 +48,7 @@ class Scorer:
     needs: ClassVar[str] = "messages"  # "messages", or a key of TEXTS
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
-                 device: str | None = None, **params):
+                 device: str | None = None, params: dict | None = None):
         if model is not None and self.model_kind is not None:
             from curate.models import check
 
@@ -56,7 +56,7 @@ class Scorer:
         self.model = model
         self.batch_size = batch_size
         self.device = device
-        self.params = params
+        self.params = params or {}  # result-changing options: part of the cache key
 
     def config(self) -> dict:
         """What the cache key covers: batch size and device do not change results."""

@@ -21,10 +21,12 @@ class EmbedScorer(Scorer):
     model_kind = "embedding"
     higher_is_better = {}
 
-    def __init__(self, model: str | None = "minilm", text: str = "all", **kw):
+    def __init__(self, model: str | None = "minilm", text: str = "all", batch_size: int = 32,
+                 device: str | None = None):
         if text not in TEXTS:
             raise CurateError(f"unknown --text {text!r}\n  fix: use one of {', '.join(TEXTS)}")
-        super().__init__(model=model or "minilm", text=text, **kw)
+        super().__init__(model=model or "minilm", batch_size=batch_size, device=device,
+                         params={"text": text})
         self.needs = text
         self._model = None
 

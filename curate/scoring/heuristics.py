@@ -47,8 +47,9 @@ class HeuristicsScorer(Scorer):
     higher_is_better = {"distinct_1": True, "distinct_2": True, "repetition": False}
     needs = "messages"
 
-    def __init__(self, model: str | None = "smollm2-135m", **kw):
-        super().__init__(model=model, **kw)
+    def __init__(self, model: str | None = "smollm2-135m", batch_size: int = 32,
+                 device: str | None = None):
+        super().__init__(model=model, batch_size=batch_size, device=device)
         self._tokenizer = None
 
     def _tokens(self, texts: list[str]) -> list[int]:

@@ -36,8 +36,9 @@ class LMScorer(Scorer):
     needs = "messages"
 
     def __init__(self, model: str | None = "smollm2-135m", max_tokens: int = 2048,
-                 batch_tokens: int = 16384, **kw):
-        super().__init__(model=model or "smollm2-135m", max_tokens=max_tokens, **kw)
+                 batch_tokens: int = 16384, batch_size: int = 32, device: str | None = None):
+        super().__init__(model=model or "smollm2-135m", batch_size=batch_size, device=device,
+                         params={"max_tokens": max_tokens})
         self.max_tokens = max_tokens
         self.batch_tokens = batch_tokens  # a speed knob: not part of the cache key
         self._lm = None

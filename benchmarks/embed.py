@@ -1,0 +1,301 @@
+"""Embed benchmark: curate's `embed` scorer end to end vs a bare SentenceTransformer.encode.
+
+Same texts, same model, same batch size, one process:
+  curate -- run_scorer(store, make_scorer("embed", text=..., batch_size=B)): read the texts
+            from the store (DuckDB, ordered by length), encode them with
+            SentenceTransformer(normalize_embeddings=True) shard by shard (2,048 rows),
+            write one zstd Parquet part per shard (fsynced), build the FAISS index and
+            rebuild the store catalog. Ingest is done once before any timing and is not
+            part of it.
+  bare   -- SentenceTransformer(<the packaged minilm folder>, device=<same device>)
+            .encode(texts, batch_size=B, normalize_embeddings=True) on exactly the texts
+            curate encodes (read from the same store before timing, empty ones dropped as
+            curate drops them).
+
+Data: real rows from ../shared/corpora -- the first N/2 questions of GSM8K train and the
+first N/2 of HotPotQA dev (`--rows N`, default 12,000), written in their own formats to a
+temp dir and ingested into a fresh store there; the store count (after curate's dedup) is
+the row count used by both methods.
+
+Timing: the model is loaded and warmed up (a short encode) before anything is timed, for
+both methods. Each method runs `--repeat` times (default 2), alternating in ABBA order
+(bare, curate, curate, bare, ...) so that drift in a shared machine hits both alike; the
+table shows the median. Before every curate run its score folder is deleted and the
+catalog rebuilt (untimed), so each run scores every row as a first run would.
+  * rows/s  -- rows / seconds; `vs bare` = curate rows/s / bare rows/s (goal: >= 0.9x,
+               i.e. the pipeline around encode costs under 10%).
+  * breakdown of curate's time -- light timers wrapped around the steps of run_scorer
+    (a few calls per run, negligible overhead): read from store (`_pending`), encode
+    (the model's `encode`), write parts (`_write_part`), FAISS index (`finish`), catalog
+    rebuild, and the rest (the scorer's Arrow conversions, locking, config).
+
+Run:   .venv/bin/python benchmarks/embed.py            # 12,000 rows, ~5 minutes on 2 CPUs
+       .venv/bin/python benchmarks/embed.py --quick    # 1,000 rows, smoke run
+       #   --rows N / --text prompt|response|all / --batch-size 64 / --repeat 2 / --device cpu
+       #   --profile  (cProfile of one extra curate run, top entries printed)
+Output: a table on stdout and benchmarks/results/embed.json (embed-quick.json with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+sys.path.insert(0, str(ROOT))
+
+STEPS = ("read", "encode", "write", "index", "catalog")
+
+
+# ------------------------------------------------------------------ data
+def write_inputs(rows: int, dest: Path) -> list[Path]:
+    """The first rows/2 GSM8K train and rows - rows/2 HotPotQA dev records, own formats."""
+    half = rows // 2
+    with open(CORPORA / "gsm8k" / "train.jsonl") as f:
+        gsm = [line for line, _ in zip(f, range(half))]
+    hotpot = json.loads((CORPORA / "fireact" / "hotpotqa_dev.json").read_text())[:rows - len(gsm)]
+    (dest / "gsm8k_train.jsonl").write_text("".join(gsm))
+    (dest / "hotpotqa_dev.json").write_text(json.dumps(hotpot))
+    return [dest / "gsm8k_train.jsonl", dest / "hotpotqa_dev.json"]
+
+
+def store_texts(store, text: str) -> list[str]:
+    """The texts the embed scorer encodes, in store order (empty ones dropped, as it does)."""
+    from curate.scoring.base import TEXTS
+
+    con = store.connect()
+    try:
+        rows = con.execute(f"SELECT {TEXTS[text]} FROM examples").fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows if r[0] and r[0].strip()]
+
+
+# ------------------------------------------------------------------ timers
+class Timers:
+    """Accumulating wall-clock timers wrapped around run_scorer's steps."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(STEPS, 0.0)
+
+    def wrap(self, step: str, fn):
+        @functools.wraps(fn)
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.seconds[step] += time.perf_counter() - t0
+        return timed
+
+    def reset(self):
+        self.seconds = dict.fromkeys(STEPS, 0.0)
+
+
+def instrument(timers: Timers, model) -> None:
+    import curate.scoring.base as base
+    from curate.scoring.embed import EmbedScorer
+    from curate.store import Store
+
+    base._pending = timers.wrap("read", base._pending)
+    base._write_part = timers.wrap("write", base._write_part)
+    EmbedScorer.finish = timers.wrap("index", EmbedScorer.finish)
+    Store.rebuild_catalog = timers.wrap("catalog", Store.rebuild_catalog)
+    model.encode = timers.wrap("encode", model.encode)  # the instance curate's scorer uses
+
+
+# ------------------------------------------------------------------ methods
+def run_curate(store, args, timers: Timers | None = None) -> tuple[float, int]:
+    from curate.scoring import make_scorer, run_scorer
+
+    shutil.rmtree(store.root / "scores" / "embed", ignore_errors=True)
+    store.rebuild_catalog()  # as after ingest: no embed scores, catalog current
+    if timers:
+        timers.reset()
+    scorer = make_scorer("embed", text=args.text, batch_size=args.batch_size, device=args.device)
+    t0 = time.perf_counter()
+    report = run_scorer(store, scorer)
+    seconds = time.perf_counter() - t0
+    return seconds, report.scored - report.skipped
+
+
+def run_bare(model, texts, args) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)
+    seconds = time.perf_counter() - t0
+    assert vectors.shape[0] == len(texts)
+    return seconds, len(texts)
+
+
+# ------------------------------------------------------------------ report
+def machine() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    def ver(p):
+        try:
+            return version(p)
+        except PackageNotFoundError:
+            return None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "packages": {p: ver(p) for p in ("curate", "torch", "sentence-transformers",
+                                             "transformers", "faiss-cpu", "pyarrow",
+                                             "duckdb", "numpy")}}
+
+
+def table(results: dict) -> str:
+    bare = results["bare"]["rows_per_s"]
+    lines = ["| method | rows | seconds | rows/s | vs bare |", "|---|---|---|---|---|"]
+    for m in ("curate", "bare"):
+        r = results[m]
+        ratio = f"{r['rows_per_s'] / bare:.2f}x" if m == "curate" else ""
+        lines.append(f"| {m} | {r['rows']:,} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} "
+                     f"| {ratio} |")
+    return "\n".join(lines)
+
+
+def breakdown_lines(b: dict, total: float) -> str:
+    parts = [f"{k} {v:.2f}s ({100 * v / total:.1f}%)" for k, v in b.items()]
+    return "curate breakdown (median run): " + ", ".join(parts)
+
+
+def profile_once(store, args) -> str:
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    run_curate(store, args)
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(30)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1,000 rows, 1 repeat")
+    ap.add_argument("--rows", type=int, default=12_000)
+    ap.add_argument("--text", default="prompt", choices=("prompt", "response", "all"))
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--device", default=None, help="cpu / cuda (default: curate's choice)")
+    ap.add_argument("--profile", action="store_true", help="cProfile one extra curate run")
+    ap.add_argument("--workdir", type=Path, default=None, help="temp dir parent")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.quick:
+        args.rows, args.repeat = 1_000, 1
+    out = args.out or ROOT / "benchmarks" / "results" / ("embed-quick.json" if args.quick
+                                                         else "embed.json")
+    if not CORPORA.is_dir():
+        sys.exit(f"no corpora at {CORPORA} (see the project's README)")
+
+    from sentence_transformers import SentenceTransformer
+
+    from curate.ingest import ingest
+    from curate.models import device, load_embedder, resolve
+    from curate.store import Store
+
+    work = Path(tempfile.mkdtemp(prefix="curate-embed-bench-", dir=args.workdir))
+    try:
+        files = write_inputs(args.rows, work)
+        store = Store(work / "store")
+        t0 = time.perf_counter()
+        ingest(store, files)
+        ingest_s = time.perf_counter() - t0
+        texts = store_texts(store, args.text)
+        print(f"{len(texts):,} texts ({args.text}) from {args.rows:,} requested rows; "
+              f"ingest {ingest_s:.1f}s (untimed)", flush=True)
+
+        dev = device(args.device)
+        curate_model = load_embedder("minilm", args.device)  # the object curate's scorer uses
+        bare_model = SentenceTransformer(str(resolve("minilm")), device=dev)
+        if dev.startswith("cuda"):
+            bare_model.half()  # as load_embedder does on CUDA
+        for m in (curate_model, bare_model):  # warm-up: loading and first-call costs untimed
+            m.encode(texts[:256], batch_size=args.batch_size, normalize_embeddings=True,
+                     show_progress_bar=False)
+        timers = Timers()
+        instrument(timers, curate_model)
+
+        runs = {"curate": [], "bare": []}
+        for i in range(args.repeat):
+            order = ("bare", "curate") if i % 2 == 0 else ("curate", "bare")
+            for method in order:
+                if method == "curate":
+                    seconds, rows = run_curate(store, args, timers)
+                    steps = dict(timers.seconds)
+                    steps["other"] = seconds - sum(steps.values())
+                else:
+                    seconds, rows = run_bare(bare_model, texts, args)
+                    steps = None
+                assert rows == len(texts), (method, rows, len(texts))
+                runs[method].append({"seconds": seconds, "steps": steps})
+                print(f"  run {i + 1} {method}: {seconds:.2f}s  {rows / seconds:,.0f} rows/s",
+                      flush=True)
+
+        results = {}
+        for method, rs in runs.items():
+            med = statistics.median(r["seconds"] for r in rs)
+            results[method] = {"rows": len(texts), "seconds": med,
+                               "rows_per_s": len(texts) / med,
+                               "runs_seconds": [round(r["seconds"], 3) for r in rs]}
+        ratio = results["curate"]["rows_per_s"] / results["bare"]["rows_per_s"]
+        # the breakdown of the curate run closest to the median
+        mid = min(runs["curate"], key=lambda r: abs(r["seconds"] - results["curate"]["seconds"]))
+        results["curate"]["breakdown_seconds"] = {k: round(v, 3) for k, v in mid["steps"].items()}
+
+        print()
+        print(table(results))
+        print()
+        print(breakdown_lines(mid["steps"], mid["seconds"]))
+        outside = mid["seconds"] - mid["steps"]["encode"]
+        print(f"outside encode: {outside:.2f}s ({100 * outside / mid['seconds']:.1f}% of curate);"
+              f" curate encode alone vs bare encode: "
+              f"{mid['steps']['encode'] / results['bare']['seconds']:.2f}x the time")
+        print(f"goal curate >= 0.9x bare: {ratio:.2f}x -> {'met' if ratio >= 0.9 else 'NOT met'}")
+
+        record = {"benchmark": "embed", "date": datetime.now(timezone.utc).isoformat(
+                      timespec="seconds"),
+                  "quick": args.quick, "rows_requested": args.rows, "rows": len(texts),
+                  "text": args.text, "batch_size": args.batch_size, "device": dev,
+                  "model": str(resolve("minilm")), "repeat": args.repeat,
+                  "inputs": ["gsm8k/train.jsonl (first half)",
+                             "fireact/hotpotqa_dev.json (first half)"],
+                  "corpora": str(CORPORA), "machine": machine(), "results": results,
+                  "ratio_curate_vs_bare": round(ratio, 3), "goal": 0.9,
+                  "goal_met": ratio >= 0.9}
+        if args.profile:
+            text = profile_once(store, args)
+            print(text)
+            record["profile_top"] = text.splitlines()[:60]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
