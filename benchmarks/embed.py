@@ -116,7 +116,7 @@ def instrument(timers: Timers, model) -> None:
 
 
 # ------------------------------------------------------------------ methods
-def run_curate(store, args, timers: Timers | None = None) -> tuple[float, int]:
+def run_curate(store, args, timers: Timers | None = None) -> tuple[float, float, int]:
     from curate.scoring import make_scorer, run_scorer
 
     shutil.rmtree(store.root / "scores" / "embed", ignore_errors=True)
@@ -124,19 +124,19 @@ def run_curate(store, args, timers: Timers | None = None) -> tuple[float, int]:
     if timers:
         timers.reset()
     scorer = make_scorer("embed", text=args.text, batch_size=args.batch_size, device=args.device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     report = run_scorer(store, scorer)
-    seconds = time.perf_counter() - t0
-    return seconds, report.scored - report.skipped
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return seconds, cpu, report.scored - report.skipped
 
 
-def run_bare(model, texts, args) -> tuple[float, int]:
-    t0 = time.perf_counter()
+def run_bare(model, texts, args) -> tuple[float, float, int]:
+    t0, c0 = time.perf_counter(), time.process_time()
     vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                            convert_to_numpy=True, show_progress_bar=False)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert vectors.shape[0] == len(texts)
-    return seconds, len(texts)
+    return seconds, cpu, len(texts)
 
 
 # ------------------------------------------------------------------ report
@@ -236,31 +236,42 @@ def main() -> None:
         for m in (curate_model, bare_model):  # warm-up: loading and first-call costs untimed
             m.encode(texts[:256], batch_size=args.batch_size, normalize_embeddings=True,
                      show_progress_bar=False)
+        t0 = time.perf_counter()
+        import faiss  # noqa: F401  imports stay out of the timing, as for the bare method
+        faiss_import_s = time.perf_counter() - t0
         timers = Timers()
         instrument(timers, curate_model)
+        load0 = os.getloadavg()
+        if load0[0] > 0.5 * os.cpu_count():
+            print(f"warning: load average {load0[0]:.1f} on {os.cpu_count()} CPUs: other "
+                  "work is running, timings will be noisy", flush=True)
 
         runs = {"curate": [], "bare": []}
         for i in range(args.repeat):
             order = ("bare", "curate") if i % 2 == 0 else ("curate", "bare")
             for method in order:
                 if method == "curate":
-                    seconds, rows = run_curate(store, args, timers)
+                    seconds, cpu, rows = run_curate(store, args, timers)
                     steps = dict(timers.seconds)
                     steps["other"] = seconds - sum(steps.values())
                 else:
-                    seconds, rows = run_bare(bare_model, texts, args)
+                    seconds, cpu, rows = run_bare(bare_model, texts, args)
                     steps = None
                 assert rows == len(texts), (method, rows, len(texts))
-                runs[method].append({"seconds": seconds, "steps": steps})
-                print(f"  run {i + 1} {method}: {seconds:.2f}s  {rows / seconds:,.0f} rows/s",
-                      flush=True)
+                runs[method].append({"seconds": seconds, "cpu": cpu, "steps": steps,
+                                     "load": os.getloadavg()[0]})
+                print(f"  run {i + 1} {method}: {seconds:.2f}s  {rows / seconds:,.0f} rows/s  "
+                      f"(cpu {cpu:.1f}s, load {os.getloadavg()[0]:.1f})", flush=True)
 
         results = {}
         for method, rs in runs.items():
             med = statistics.median(r["seconds"] for r in rs)
             results[method] = {"rows": len(texts), "seconds": med,
                                "rows_per_s": len(texts) / med,
-                               "runs_seconds": [round(r["seconds"], 3) for r in rs]}
+                               "cpu_seconds": statistics.median(r["cpu"] for r in rs),
+                               "runs_seconds": [round(r["seconds"], 3) for r in rs],
+                               "runs_cpu_seconds": [round(r["cpu"], 3) for r in rs],
+                               "runs_load_1min": [round(r["load"], 2) for r in rs]}
         ratio = results["curate"]["rows_per_s"] / results["bare"]["rows_per_s"]
         # the breakdown of the curate run closest to the median
         mid = min(runs["curate"], key=lambda r: abs(r["seconds"] - results["curate"]["seconds"]))
@@ -283,7 +294,9 @@ def main() -> None:
                   "model": str(resolve("minilm")), "repeat": args.repeat,
                   "inputs": ["gsm8k/train.jsonl (first half)",
                              "fireact/hotpotqa_dev.json (first half)"],
-                  "corpora": str(CORPORA), "machine": machine(), "results": results,
+                  "corpora": str(CORPORA), "machine": machine(),
+                  "load_average_at_start": [round(x, 2) for x in load0],
+                  "faiss_import_seconds_untimed": round(faiss_import_s, 3), "results": results,
                   "ratio_curate_vs_bare": round(ratio, 3), "goal": 0.9,
                   "goal_met": ratio >= 0.9}
         if args.profile:

@@ -108,7 +108,7 @@ class Store:
                 "  fix: choose an empty or new directory with --store")
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.exists:
-            _write_atomic(self.root / "store.json",
+            write_atomic(self.root / "store.json",
                           json.dumps({"format": STORE_FORMAT, "created_at": _now_iso()}).encode())
 
     # ---------------------------------------------------------------- writing
@@ -117,25 +117,8 @@ class Store:
         """Hold the store's write lock. A second writer waits up to `wait` seconds
         (default: CURATE_LOCK_WAIT or 30), then fails naming the holder."""
         self._init()
-        wait = float(os.environ.get("CURATE_LOCK_WAIT", 30)) if wait is None else wait
-        lock_path = self.root / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = time.monotonic() + wait
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = lock_path.read_text(errors="replace").strip() or "unknown"
-                        raise StoreError(
-                            f"{self.root} is being written by another process ({holder})\n"
-                            "  fix: wait for it to finish, or raise CURATE_LOCK_WAIT "
-                            "(seconds) to queue behind it") from None
-                    time.sleep(0.1)
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()} since {_now_iso()}".encode())
+        with hold_lock(self.root / ".lock", wait,
+                       f"{self.root} is being written by another process"):
             tmp = self.root / ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a crashed writer
             tmp.mkdir()
@@ -145,11 +128,6 @@ class Store:
             finally:
                 if writer.committed or not self.catalog_path.exists():
                     self.rebuild_catalog()
-        finally:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
 
     # ---------------------------------------------------------------- reading
     def parts(self, view: str) -> list[Path]:
@@ -200,8 +178,8 @@ class Store:
         """Write catalog.duckdb anew beside the old one and swap it in (atomic)."""
         import duckdb
 
-        tmp = self.root / ".tmp" / f"catalog-{uuid.uuid4().hex[:8]}.duckdb"
-        tmp.parent.mkdir(exist_ok=True)
+        # beside the catalog, not in .tmp: a scorer rebuilds it without the store lock
+        tmp = self.root / f".catalog-{uuid.uuid4().hex[:8]}.duckdb"
         con = duckdb.connect(str(tmp))
         try:
             _create_views(con, self.root)
@@ -214,6 +192,37 @@ class Store:
         os.replace(tmp, self.catalog_path)
         with contextlib.suppress(FileNotFoundError):
             os.remove(str(tmp) + ".wal")
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, wait: float | None, busy: str) -> Iterator[None]:
+    """An exclusive flock on `path`. Another holder makes this wait up to `wait` seconds
+    (default: CURATE_LOCK_WAIT or 30), then fail with `busy` and the holder's pid."""
+    wait = float(os.environ.get("CURATE_LOCK_WAIT", 30)) if wait is None else wait
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = path.read_text(errors="replace").strip() or "unknown"
+                    raise StoreError(f"{busy} ({holder})\n  fix: wait for it to finish, or "
+                                     "raise CURATE_LOCK_WAIT (seconds) to queue behind it"
+                                     ) from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {_now_iso()}".encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _signature(root: Path) -> str:
@@ -286,22 +295,18 @@ class Writer:
     def commit(self, staged: Path, dest: str) -> Path:
         """Move a staged folder to `dest` (relative to the store) in one rename."""
         for f in staged.iterdir():
-            _fsync(f)
+            fsync(f)
         target = self.store.root / dest
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staged, target)
-        _fsync(target.parent)
+        fsync(target.parent)
         self.committed += 1
         if self.committed == 1:
             self.store.rebuild_catalog()  # again when the writer closes
         return target
 
 
-def write_parquet(path: Path, table: pa.Table) -> None:
-    pq.write_table(table, path, compression="zstd")
-
-
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -309,10 +314,11 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file by temp file + fsync + rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(data)
-    _fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, path)
 
 

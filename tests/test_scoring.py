@@ -189,3 +189,22 @@ def test_lm_matches_a_plain_forward_and_truncates(tmp_path, store):
     nll, cut, prompt_tokens = got[long_prompt.strip()] if long_prompt.strip() in got else \
         got[long_prompt]
     assert cut and prompt_tokens < 256
+
+
+def test_scoring_locks_its_configuration_not_the_store(tmp_path, store, monkeypatch):
+    from curate.errors import StoreError
+    from curate.store import hold_lock
+
+    recs = [{"instruction": f"Q{i}?", "input": "", "output": f"A{i}."} for i in range(6)]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs[:3])])
+    scorer = make_scorer("heuristics", model=None)
+    folder = store.root / "scores" / scorer.name / scorer.key
+    folder.mkdir(parents=True)
+    monkeypatch.setenv("CURATE_LOCK_WAIT", "0.2")
+    with hold_lock(folder / ".lock", 0, "test holder"):
+        # ingest goes on while a scorer runs ...
+        assert ingest(store, [write_jsonl(tmp_path / "b.jsonl", recs)]).files[0].stored == 3
+        # ... but the same configuration is scored by one process at a time
+        with pytest.raises(StoreError, match="being scored by another process"):
+            run_scorer(store, scorer)
+    assert run_scorer(store, scorer).scored == 6

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.store import Store
+from curate.store import Store, fsync, hold_lock, write_atomic
 
 TEXTS = {
     # DuckDB expressions over `messages`: which text a scorer reads
@@ -101,12 +101,15 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
     progress = progress or Progress()
     started = time.time()
     store.require()
-    with store.writer():
-        folder = store.root / "scores" / scorer.name / scorer.key
-        folder.mkdir(parents=True, exist_ok=True)
+    folder = store.root / "scores" / scorer.name / scorer.key
+    folder.mkdir(parents=True, exist_ok=True)
+    # a lock per configuration, not the store's: ingest and other scorers run meanwhile;
+    # rows ingested after the start are scored by the next run
+    with hold_lock(folder / ".lock", None, f"{scorer.name} ({scorer.key}) is being scored "
+                                          "by another process"):
         config_path = folder / "config.json"
         if not config_path.is_file():
-            _write_atomic(config_path, json.dumps(
+            write_atomic(config_path, json.dumps(
                 {**scorer.config(), "columns": {k: str(v) for k, v in scorer.columns.items()},
                  "higher_is_better": scorer.higher_is_better}, indent=2).encode())
         os.utime(config_path)  # the newest config is the one the scores_<name> view shows
@@ -129,7 +132,7 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
             progress.advance(shard.num_rows)
         if scored:
             scorer.finish(folder)
-        store.rebuild_catalog()  # a scores_<name> view, or a newer configuration behind it
+    store.rebuild_catalog()  # a scores_<name> view, or a newer configuration behind it
     return ScoreReport(scorer.name, scorer.key, str(folder), scored, cached, skipped,
                        round(time.time() - started, 3))
 
@@ -158,17 +161,8 @@ def _pending(store: Store, scorer: Scorer, folder: Path) -> tuple[pa.Table, int]
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
+    """A shard appears whole or not at all: temp file, fsync, rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     pq.write_table(table, tmp, compression="zstd")
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
+    fsync(tmp)
     os.replace(tmp, path)
