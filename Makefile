@@ -28,13 +28,19 @@ $(STAMP): pyproject.toml Makefile
 
 CURATE := $(VENV)/bin/curate
 
-# The main job on the sample corpus in data/: ingest, stats, a SQL query, an export.
+# The main job on the sample corpus in data/: ingest, stats, SQL, scoring, an export.
 demo: install
 	$(CURATE) ingest data --store $(DEMO_STORE)
 	$(CURATE) stats --store $(DEMO_STORE)
 	$(CURATE) sql "SELECT kind, count(*) AS examples, round(avg(length(response))) AS \
 	  response_chars, round(avg(success::INT), 2) AS success_rate FROM pairs GROUP BY kind \
 	  ORDER BY examples DESC" --store $(DEMO_STORE)
+	$(CURATE) score heuristics --store $(DEMO_STORE)
+	$(CURATE) score embed --text prompt --store $(DEMO_STORE)
+	$(CURATE) score lm --where "source = 'qa_math'" --store $(DEMO_STORE)
+	$(CURATE) sql "SELECT source_row, round(ppl::DOUBLE, 2) AS ppl, round(ifd::DOUBLE, 3) AS ifd, \
+	  left(prompt, 60) AS prompt FROM pairs JOIN scores_lm USING (id) ORDER BY ifd DESC \
+	  LIMIT 5" --store $(DEMO_STORE)
 	$(CURATE) export --store $(DEMO_STORE) --format messages --out demo-out/train.messages.jsonl \
 	  --where "kind <> 'trace' OR outcome.success"
 	@echo "store: $(DEMO_STORE)/ (open $(DEMO_STORE)/catalog.duckdb with duckdb);" \

@@ -277,6 +277,9 @@ def score(
         help="lm: longest sequence; longer prompts lose their oldest turns, noted in the "
         "`truncated` column [default: 2048].")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="Score only the examples this SQL filter keeps, e.g. \"source = 'gsm8k/train'\".")
+    ] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -294,7 +297,7 @@ def score(
     sc = make_scorer(scorer, **options)
     st = _store(store).require()
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
-        report = run_scorer(st, sc, progress=progress)
+        report = run_scorer(st, sc, progress=progress, where=where)
     if as_json:
         print(json.dumps(report.__dict__))
     else:

@@ -208,3 +208,34 @@ def test_scoring_locks_its_configuration_not_the_store(tmp_path, store, monkeypa
         with pytest.raises(StoreError, match="being scored by another process"):
             run_scorer(store, scorer)
     assert run_scorer(store, scorer).scored == 6
+
+
+def test_where_scores_a_subset(tmp_path, store):
+    recs = [{"instruction": f"Q{i}?", "input": "", "output": f"A{i}."} for i in range(6)]
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs[:2]),
+                   write_jsonl(tmp_path / "b.jsonl", recs[2:])])
+    scorer = make_scorer("heuristics", model=None)
+    assert run_scorer(store, scorer, where="source = 'b'").scored == 4
+    assert run_scorer(store, scorer).scored == 2  # the rest, later
+    with pytest.raises(CurateError, match="--where filter failed"):
+        run_scorer(store, scorer, where="no_such_column > 1")
+
+
+def test_large_stores_get_an_ivf_index(tmp_path, monkeypatch):
+    import faiss
+    import pyarrow as pa
+
+    import curate.scoring.embed as embed_module
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{i:032x}" for i in range(3000)]
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 32)
+    pq.write_table(pa.table({"id": ids, "embedding": emb}), tmp_path / "part-000000.parquet")
+    monkeypatch.setattr(embed_module, "EXACT_INDEX_MAX", 1000)
+    index = faiss.read_index(str(embed_module.build_index(tmp_path)))
+    assert "IVF" in type(index).__name__ and index.ntotal == 3000
+    index.nprobe = 16
+    _, hits = index.search(vectors[:50], 1)
+    assert (hits[:, 0] == np.arange(50)).mean() > 0.9  # approximate, but finds itself

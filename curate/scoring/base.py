@@ -96,8 +96,9 @@ SHARD_ROWS = 2048
 
 
 def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
-               shard_rows: int = SHARD_ROWS) -> ScoreReport:
-    """Score every example of the store not yet scored by this configuration."""
+               shard_rows: int = SHARD_ROWS, where: str | None = None) -> ScoreReport:
+    """Score every example of the store (or those matching the SQL filter `where`) not
+    yet scored by this configuration."""
     progress = progress or Progress()
     started = time.time()
     store.require()
@@ -113,7 +114,7 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
                 {**scorer.config(), "columns": {k: str(v) for k, v in scorer.columns.items()},
                  "higher_is_better": scorer.higher_is_better}, indent=2).encode())
         os.utime(config_path)  # the newest config is the one the scores_<name> view shows
-        pending, cached = _pending(store, scorer, folder)
+        pending, cached = _pending(store, scorer, folder, where)
         progress.start(pending.num_rows)
         scored = skipped = 0
         seq = len(list(folder.glob("part-*.parquet")))
@@ -137,8 +138,11 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
                        round(time.time() - started, 3))
 
 
-def _pending(store: Store, scorer: Scorer, folder: Path) -> tuple[pa.Table, int]:
+def _pending(store: Store, scorer: Scorer, folder: Path, where: str | None
+             ) -> tuple[pa.Table, int]:
     """Examples this configuration has not scored, in plan order (length, then id)."""
+    import duckdb
+
     con = store.connect()
     try:
         expr = "messages" if scorer.needs == "messages" else f"coalesce({TEXTS[scorer.needs]}, '')"
@@ -147,14 +151,22 @@ def _pending(store: Store, scorer: Scorer, folder: Path) -> tuple[pa.Table, int]
         if done:
             parts = ", ".join("'" + str(p).replace("'", "''") + "'" for p in done)
             con.execute(f"CREATE TEMP VIEW done AS SELECT id FROM read_parquet([{parts}])")
-            where = "WHERE id NOT IN (SELECT id FROM done)"
+            filters = ["id NOT IN (SELECT id FROM done)"]
             cached = con.execute("SELECT count(*) FROM done").fetchall()[0][0]
         else:
-            where, cached = "", 0
+            filters, cached = [], 0
+        if where:
+            filters.append(f"({where})")
+        clause = f"WHERE {' AND '.join(filters)}" if filters else ""
         out_col = "messages" if scorer.needs == "messages" else "text"
         extra = ", outcome" if scorer.needs == "messages" else ""
-        table = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {where} "
-                        f"ORDER BY {length}, id").to_arrow_table()
+        try:
+            table = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {clause} "
+                            f"ORDER BY {length}, id").to_arrow_table()
+        except duckdb.Error as e:
+            raise CurateError(f"the --where filter failed: {e}\n  fix: write a SQL boolean "
+                              "expression over the examples columns (id, source, source_row, "
+                              "kind, messages, outcome, meta)") from e
         return table, cached
     finally:
         con.close()
