@@ -25,6 +25,15 @@ loaded and warmed (a short forward at batch 1 and at batch --batch-size) before 
 CPU seconds of the process are recorded too: this 2-CPU machine is shared, and CPU
 time is less sensitive than wall time to other processes running at the same time.
 
+--rounds K cuts the rows into K contiguous chunks and runs every method on every chunk,
+rotating the order from chunk to chunk, so that load from other processes on a shared
+machine falls on every method alike (times are summed; curate's score() then sees one
+chunk per call, so it sorts and groups within a chunk). K = 1 (the default): each method
+once over all rows, curate's score() on all of them in one call (run_scorer gives it
+shards of up to 2,048 rows). Peak RSS (ru_maxrss) is recorded after each method's
+first chunk; it is the process's peak so far, so it is that method's own only for the
+method that runs first.
+
 Equality: per-example nll, nll_uncond and entropy of each baseline vs curate; max
 absolute difference reported (goal: under 1e-3).
 
@@ -36,7 +45,7 @@ does ~100-600 tokens/s with SmolLM2-135M, so run it there with e.g. --rows 120.
 
 Run:   .venv/bin/python benchmarks/lm_score.py [--rows 2000] [--quick] [--batch-size 8]
                                                [--batch-tokens 8192] [--methods curate,naive,padded]
-                                               [--profile]
+                                               [--rounds 1] [--profile]
 Output: a table on stdout and benchmarks/results/lm_score.json (lm_score-quick.json with
 --quick; --out to choose).
 """
@@ -180,6 +189,12 @@ def run_curate(scorer, table):
 
 # ---------------------------------------------------------------- main --------------
 
+def peak_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
 def machine() -> dict:
     import pyarrow
     import torch
@@ -215,6 +230,8 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=8192, help="curate's token budget")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--device", default=None, help="cpu / cuda (default: cuda when there)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleave methods over this many chunks of rows (shared machines)")
     ap.add_argument("--profile", action="store_true", help="cProfile curate's score()")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -265,34 +282,58 @@ def main() -> None:
           + ("" if n_rows >= 2000 else f"  [the issue's size is 2000 rows; this run uses {n_rows}]"),
           flush=True)
 
-    results, values, profile_text = {}, {}, None
+    # --rounds K: the rows are cut into K contiguous chunks and every method runs every
+    # chunk, in an order that rotates from chunk to chunk, so that load from other
+    # processes on a shared machine falls on every method alike; times are summed.
+    # K = 1 (the default) runs each method once over all rows (curate's score() gets
+    # all rows in one call, as run_scorer gives it a shard of up to 2048 rows).
+    rounds = max(1, min(args.rounds, len(rows)))
+    bounds = [round(len(rows) * k / rounds) for k in range(rounds + 1)]
+    chunks = [(bounds[k], bounds[k + 1]) for k in range(rounds)]
+    wall = {m: [] for m in methods}
+    cpu = {m: [] for m in methods}
+    values = {m: {"nll": [], "nll_uncond": [], "entropy": []} for m in methods}
+    rss_after = {}
+    load_seen = []
+    prof = cProfile.Profile() if args.profile else None
+    for k, (lo, hi) in enumerate(chunks):
+        order = methods[k % len(methods):] + methods[: k % len(methods)]
+        for m in order:
+            sync()
+            load_seen.append(os.getloadavg()[0])
+            c0, w0 = time.process_time(), time.perf_counter()
+            if m == "curate":
+                if prof:
+                    prof.enable()
+                res = run_curate(scorer, table.slice(lo, hi - lo))
+                if prof:
+                    prof.disable()
+            elif m == "naive":
+                res = run_naive(model, tok, rows[lo:hi], u_prefix, pad, args.batch_size)
+            else:
+                res = run_padded(model, tok, rows[lo:hi], u_prefix, pad, args.batch_size)
+            sync()
+            wall[m].append(time.perf_counter() - w0)
+            cpu[m].append(time.process_time() - c0)
+            rss_after.setdefault(m, peak_mib())
+            for c in values[m]:
+                values[m][c] += res[c]
+            chunk_tokens = sum(len(b[0]) + len(b[2]) for b in built[lo:hi])
+            print(f"  round {k + 1}/{rounds} rows {lo}-{hi}: {m}: {wall[m][-1]:.1f}s wall, "
+                  f"{cpu[m][-1]:.1f}s cpu, {chunk_tokens / wall[m][-1]:,.0f} tokens/s, "
+                  f"load {os.getloadavg()[0]:.2f}", flush=True)
+    profile_text = None
+    if prof:
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
+        profile_text = s.getvalue()
+    results = {}
     for m in methods:
-        sync()
-        load_before = os.getloadavg()[0]
-        c0, w0 = time.process_time(), time.perf_counter()
-        if m == "curate":
-            prof = cProfile.Profile() if args.profile else None
-            if prof:
-                prof.enable()
-            res = run_curate(scorer, table)
-            if prof:
-                prof.disable()
-                s = io.StringIO()
-                pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(25)
-                profile_text = s.getvalue()
-        elif m == "naive":
-            res = run_naive(model, tok, rows, u_prefix, pad, args.batch_size)
-        else:
-            res = run_padded(model, tok, rows, u_prefix, pad, args.batch_size)
-        sync()
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        values[m] = res
-        results[m] = {"rows": len(rows), "tokens": n_tokens, "seconds": round(wall, 3),
-                      "cpu_seconds": round(cpu, 3), "tokens_per_s": round(n_tokens / wall, 1),
-                      "loadavg_1m_before": round(load_before, 2),
-                      "loadavg_1m_after": round(os.getloadavg()[0], 2)}
-        print(f"  {m}: {wall:.1f}s wall, {cpu:.1f}s cpu, {n_tokens / wall:,.0f} tokens/s",
-              flush=True)
+        w, c = sum(wall[m]), sum(cpu[m])
+        results[m] = {"rows": len(rows), "tokens": n_tokens, "seconds": round(w, 3),
+                      "cpu_seconds": round(c, 3), "tokens_per_s": round(n_tokens / w, 1),
+                      "rounds_seconds": [round(x, 2) for x in wall[m]],
+                      "peak_rss_mib_after_first_run": round(rss_after[m], 1)}
 
     # equality and speedups vs curate
     if "curate" in values:
@@ -346,6 +387,7 @@ def main() -> None:
         "tokens": n_tokens, "response_tokens_per_pass": n_resp,
         "tokens_definition": "sum over rows of len(cond) + len(uncond) sequences, "
                              "prompt + response + end-of-turn, padding not counted",
+        "rounds": rounds, "loadavg_1m_seen": [min(load_seen), max(load_seen)],
         "results": results, "goals": goals,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)

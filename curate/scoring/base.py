@@ -114,62 +114,80 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
                 {**scorer.config(), "columns": {k: str(v) for k, v in scorer.columns.items()},
                  "higher_is_better": scorer.higher_is_better}, indent=2).encode())
         os.utime(config_path)  # the newest config is the one the scores_<name> view shows
-        pending, cached = _pending(store, scorer, folder, where)
-        progress.start(pending.num_rows)
-        scored = skipped = 0
-        seq = len(list(folder.glob("part-*.parquet")))
-        for lo in range(0, pending.num_rows, shard_rows):
-            shard = pending.slice(lo, shard_rows)
-            result = scorer.score(shard)
-            if result.num_rows != shard.num_rows:
-                raise CurateError(f"scorer {scorer.name} returned {result.num_rows} rows for "
-                                  f"{shard.num_rows}")
-            table = pa.Table.from_arrays([shard["id"], *result.columns],
-                                         names=["id", *result.column_names])
-            _write_part(table, folder / f"part-{seq:06d}.parquet")
-            seq += 1
-            scored += shard.num_rows
-            skipped += shard.num_rows - result["reason"].null_count
-            progress.advance(shard.num_rows)
-        if scored:
-            scorer.finish(folder)
+        con = store.connect()
+        try:
+            pending, total, cached = _pending(con, scorer, folder, where)
+            progress.start(total)
+            scored = skipped = 0
+            seq = len(list(folder.glob("part-*.parquet")))
+            for shard in _shards(pending, shard_rows):
+                result = scorer.score(shard)
+                if result.num_rows != shard.num_rows:
+                    raise CurateError(f"scorer {scorer.name} returned {result.num_rows} rows for "
+                                      f"{shard.num_rows}")
+                table = pa.Table.from_arrays([shard["id"], *result.columns],
+                                             names=["id", *result.column_names])
+                _write_part(table, folder / f"part-{seq:06d}.parquet")
+                seq += 1
+                scored += shard.num_rows
+                skipped += shard.num_rows - result["reason"].null_count
+                progress.advance(shard.num_rows)
+            if scored:
+                scorer.finish(folder)
+        finally:
+            con.close()
     store.rebuild_catalog()  # a scores_<name> view, or a newer configuration behind it
     return ScoreReport(scorer.name, scorer.key, str(folder), scored, cached, skipped,
                        round(time.time() - started, 3))
 
 
-def _pending(store: Store, scorer: Scorer, folder: Path, where: str | None
-             ) -> tuple[pa.Table, int]:
-    """Examples this configuration has not scored, in plan order (length, then id)."""
+def _shards(reader: pa.RecordBatchReader, rows: int):
+    """Exactly `rows` rows per shard (the last one fewer), whatever the reader's batch
+    sizes: the same plan cuts the same shards on every run."""
+    buffer: list[pa.RecordBatch] = []
+    held = 0
+    for batch in reader:
+        buffer.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(buffer)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            buffer, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(buffer)
+
+
+def _pending(con, scorer: Scorer, folder: Path, where: str | None
+             ) -> tuple[pa.RecordBatchReader, int, int]:
+    """Examples this configuration has not scored, streamed in plan order (length, then
+    id), with their count and the count already scored."""
     import duckdb
 
-    con = store.connect()
+    expr = "messages" if scorer.needs == "messages" else f"coalesce({TEXTS[scorer.needs]}, '')"
+    length = "len(array_to_string(list_transform(messages, lambda m: m.content), ''))"
+    done = sorted(folder.glob("part-*.parquet"))
+    if done:
+        parts = ", ".join("'" + str(p).replace("'", "''") + "'" for p in done)
+        con.execute(f"CREATE TEMP VIEW done AS SELECT id FROM read_parquet([{parts}])")
+        filters = ["id NOT IN (SELECT id FROM done)"]
+        cached = con.execute("SELECT count(*) FROM done").fetchall()[0][0]
+    else:
+        filters, cached = [], 0
+    if where:
+        filters.append(f"({where})")
+    clause = f"WHERE {' AND '.join(filters)}" if filters else ""
+    out_col = "messages" if scorer.needs == "messages" else "text"
+    extra = ", outcome" if scorer.needs == "messages" else ""
     try:
-        expr = "messages" if scorer.needs == "messages" else f"coalesce({TEXTS[scorer.needs]}, '')"
-        length = "len(array_to_string(list_transform(messages, lambda m: m.content), ''))"
-        done = sorted(folder.glob("part-*.parquet"))
-        if done:
-            parts = ", ".join("'" + str(p).replace("'", "''") + "'" for p in done)
-            con.execute(f"CREATE TEMP VIEW done AS SELECT id FROM read_parquet([{parts}])")
-            filters = ["id NOT IN (SELECT id FROM done)"]
-            cached = con.execute("SELECT count(*) FROM done").fetchall()[0][0]
-        else:
-            filters, cached = [], 0
-        if where:
-            filters.append(f"({where})")
-        clause = f"WHERE {' AND '.join(filters)}" if filters else ""
-        out_col = "messages" if scorer.needs == "messages" else "text"
-        extra = ", outcome" if scorer.needs == "messages" else ""
-        try:
-            table = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {clause} "
-                            f"ORDER BY {length}, id").to_arrow_table()
-        except duckdb.Error as e:
-            raise CurateError(f"the --where filter failed: {e}\n  fix: write a SQL boolean "
-                              "expression over the examples columns (id, source, source_row, "
-                              "kind, messages, outcome, meta)") from e
-        return table, cached
-    finally:
-        con.close()
+        total = con.execute(f"SELECT count(*) FROM examples {clause}").fetchall()[0][0]
+        reader = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {clause} "
+                         f"ORDER BY {length}, id").to_arrow_reader(4096)
+    except duckdb.Error as e:
+        raise CurateError(f"the --where filter failed: {e}\n  fix: write a SQL boolean "
+                          "expression over the examples columns (id, source, source_row, "
+                          "kind, messages, outcome, meta)") from e
+    return reader, total, cached
 
 
 def _write_part(table: pa.Table, path: Path) -> None:
