@@ -25,9 +25,15 @@ catalog rebuilt (untimed), so each run scores every row as a first run would.
   * rows/s  -- rows / seconds; `vs bare` = curate rows/s / bare rows/s (goal: >= 0.9x,
                i.e. the pipeline around encode costs under 10%).
   * breakdown of curate's time -- light timers wrapped around the steps of run_scorer
-    (a few calls per run, negligible overhead): read from store (`_pending`), encode
-    (the model's `encode`), write parts (`_write_part`), FAISS index (`finish`), catalog
-    rebuild, and the rest (the scorer's Arrow conversions, locking, config).
+    (a few calls per run, negligible overhead): encode (the model's `encode`), write
+    parts (`_write_part`), FAISS index (the scorer's `finish`), catalog rebuild, and the
+    rest (`read+other`: the DuckDB query that reads and orders the texts, Arrow
+    conversions, locks, config).
+  * tokens encoded -- from the text lists curate's scorer passes to `encode` (recorded
+    in the first curate run) and the bare list, batched as SentenceTransformer batches
+    them (longest first): padded tokens (rows x longest row per batch) vs real tokens.
+    Curate encodes one shard (2,048 rows, ordered by the length of the whole example) per
+    call, the bare method the whole list sorted at once, so padding can differ a little.
 
 Run:   .venv/bin/python benchmarks/embed.py            # 12,000 rows, ~5 minutes on 2 CPUs
        .venv/bin/python benchmarks/embed.py --quick    # 1,000 rows, smoke run
@@ -55,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
 
-STEPS = ("read", "encode", "write", "index", "catalog")
+STEPS = ("encode", "write", "index", "catalog")
 
 
 # ------------------------------------------------------------------ data
@@ -82,6 +88,23 @@ def store_texts(store, text: str) -> list[str]:
     return [r[0] for r in rows if r[0] and r[0].strip()]
 
 
+def padded_tokens(model, groups: list[list[str]], batch_size: int) -> dict:
+    """Tokens the model runs on (batch rows x longest row, after truncation) and real
+    tokens, when each group is encoded by one encode() call, batched as it batches:
+    longest text (characters) first, then batch_size at a time."""
+    import numpy as np
+
+    padded = real = 0
+    for texts in groups:
+        order = np.argsort([-model._input_length(t) for t in texts])
+        ordered = [texts[i] for i in order]
+        for lo in range(0, len(ordered), batch_size):
+            mask = model.preprocess(ordered[lo:lo + batch_size])["attention_mask"]
+            padded += mask.numel()
+            real += int(mask.sum())
+    return {"padded": padded, "real": real}
+
+
 # ------------------------------------------------------------------ timers
 class Timers:
     """Accumulating wall-clock timers wrapped around run_scorer's steps."""
@@ -103,16 +126,21 @@ class Timers:
         self.seconds = dict.fromkeys(STEPS, 0.0)
 
 
-def instrument(timers: Timers, model) -> None:
+def instrument(timers: Timers, model, calls: list) -> None:
+    """Timers around run_scorer's steps; `calls` collects the text lists curate encodes."""
     import curate.scoring.base as base
     from curate.scoring.embed import EmbedScorer
     from curate.store import Store
 
-    base._pending = timers.wrap("read", base._pending)
     base._write_part = timers.wrap("write", base._write_part)
     EmbedScorer.finish = timers.wrap("index", EmbedScorer.finish)
     Store.rebuild_catalog = timers.wrap("catalog", Store.rebuild_catalog)
-    model.encode = timers.wrap("encode", model.encode)  # the instance curate's scorer uses
+    encode = timers.wrap("encode", model.encode)
+
+    def recorded(texts, *a, **kw):
+        calls.append(texts)
+        return encode(texts, *a, **kw)
+    model.encode = recorded  # on the instance curate's scorer uses (load_embedder's cache)
 
 
 # ------------------------------------------------------------------ methods
@@ -163,12 +191,12 @@ def machine() -> dict:
 
 def table(results: dict) -> str:
     bare = results["bare"]["rows_per_s"]
-    lines = ["| method | rows | seconds | rows/s | vs bare |", "|---|---|---|---|---|"]
+    lines = ["| method | rows | seconds | cpu s | rows/s | vs bare |", "|---|---|---|---|---|---|"]
     for m in ("curate", "bare"):
         r = results[m]
         ratio = f"{r['rows_per_s'] / bare:.2f}x" if m == "curate" else ""
-        lines.append(f"| {m} | {r['rows']:,} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} "
-                     f"| {ratio} |")
+        lines.append(f"| {m} | {r['rows']:,} | {r['seconds']:.2f} | {r['cpu_seconds']:.1f} "
+                     f"| {r['rows_per_s']:,.0f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -239,8 +267,8 @@ def main() -> None:
         t0 = time.perf_counter()
         import faiss  # noqa: F401  imports stay out of the timing, as for the bare method
         faiss_import_s = time.perf_counter() - t0
-        timers = Timers()
-        instrument(timers, curate_model)
+        timers, calls = Timers(), []
+        instrument(timers, curate_model, calls)
         load0 = os.getloadavg()
         if load0[0] > 0.5 * os.cpu_count():
             print(f"warning: load average {load0[0]:.1f} on {os.cpu_count()} CPUs: other "
@@ -253,7 +281,7 @@ def main() -> None:
                 if method == "curate":
                     seconds, cpu, rows = run_curate(store, args, timers)
                     steps = dict(timers.seconds)
-                    steps["other"] = seconds - sum(steps.values())
+                    steps["read+other"] = seconds - sum(steps.values())
                 else:
                     seconds, cpu, rows = run_bare(bare_model, texts, args)
                     steps = None
@@ -277,6 +305,11 @@ def main() -> None:
         mid = min(runs["curate"], key=lambda r: abs(r["seconds"] - results["curate"]["seconds"]))
         results["curate"]["breakdown_seconds"] = {k: round(v, 3) for k, v in mid["steps"].items()}
 
+        n_calls = len(calls) // args.repeat
+        tokens = {"curate": padded_tokens(curate_model, calls[:n_calls], args.batch_size),
+                  "bare": padded_tokens(bare_model, [texts], args.batch_size)}
+        tokens["curate"]["encode_calls"], tokens["bare"]["encode_calls"] = n_calls, 1
+
         print()
         print(table(results))
         print()
@@ -285,6 +318,9 @@ def main() -> None:
         print(f"outside encode: {outside:.2f}s ({100 * outside / mid['seconds']:.1f}% of curate);"
               f" curate encode alone vs bare encode: "
               f"{mid['steps']['encode'] / results['bare']['seconds']:.2f}x the time")
+        print("tokens encoded (padded / real): " + ", ".join(
+            f"{m} {t['padded']:,} / {t['real']:,} in {t['encode_calls']} encode call(s)"
+            for m, t in tokens.items()))
         print(f"goal curate >= 0.9x bare: {ratio:.2f}x -> {'met' if ratio >= 0.9 else 'NOT met'}")
 
         record = {"benchmark": "embed", "date": datetime.now(timezone.utc).isoformat(
@@ -296,7 +332,8 @@ def main() -> None:
                              "fireact/hotpotqa_dev.json (first half)"],
                   "corpora": str(CORPORA), "machine": machine(),
                   "load_average_at_start": [round(x, 2) for x in load0],
-                  "faiss_import_seconds_untimed": round(faiss_import_s, 3), "results": results,
+                  "faiss_import_seconds_untimed": round(faiss_import_s, 3), "tokens": tokens,
+                  "results": results,
                   "ratio_curate_vs_bare": round(ratio, 3), "goal": 0.9,
                   "goal_met": ratio >= 0.9}
         if args.profile:

@@ -72,10 +72,7 @@ def package_folder(spec: ModelSpec) -> Path:
 def resolve(name: str, kind: str | None = None) -> Path:
     """A registry name or a local folder -> the folder to load from."""
     if name in MODELS:
-        spec = MODELS[name]
-        if kind and spec.kind != kind:
-            raise CurateError(f"model {name!r} is a {spec.kind} model, not a {kind} model\n"
-                              f"  fix: use one of {', '.join(valid_names(kind))}")
+        spec = _spec(name, kind)
         return _converted(spec) if spec.gguf else package_folder(spec) / spec.subpath
     path = Path(name).expanduser()
     if path.is_dir():
@@ -93,13 +90,17 @@ def resolve(name: str, kind: str | None = None) -> Path:
 def check(name: str, kind: str | None = None) -> None:
     """Fail now, before any work, when `name` cannot be loaded (converts nothing)."""
     if name in MODELS:
-        spec = MODELS[name]
-        if kind and spec.kind != kind:
-            raise CurateError(f"model {name!r} is a {spec.kind} model, not a {kind} model\n"
-                              f"  fix: use one of {', '.join(valid_names(kind))}")
-        package_folder(spec)
+        package_folder(_spec(name, kind))
     else:
         resolve(name, kind)
+
+
+def _spec(name: str, kind: str | None) -> ModelSpec:
+    spec = MODELS[name]
+    if kind and spec.kind != kind:
+        raise CurateError(f"model {name!r} is a {spec.kind} model, not a {kind} model\n"
+                          f"  fix: use one of {', '.join(valid_names(kind))}")
+    return spec
 
 
 def _quiet_transformers() -> None:

@@ -1,9 +1,9 @@
-"""Ingest files into a store: read, hash, deduplicate, quarantine, commit per file.
+"""Ingest files into a store: read, hash, deduplicate, quarantine, commit.
 
-Each file is one run committed atomically (see `curate.store`). A file already ingested
-with the same options is skipped by its content hash; `force` reads it again (its rows
-then all count as duplicates). Counts always satisfy read = stored + duplicates +
-quarantined.
+Files are committed atomically in groups (one rename per ~256 MB of input; see
+`curate.store`), each with a run row of its own. A file already ingested with the same
+options is skipped by its content hash; `force` reads it again (its rows then all count
+as duplicates). Counts always satisfy read = stored + duplicates + quarantined.
 """
 
 from __future__ import annotations
