@@ -18,11 +18,13 @@ temp dir and ingested into a fresh store there; the store count (after curate's 
 the row count used by both methods.
 
 Timing: the model is loaded and warmed up (an encode of 1 text in 20, so every length
-is seen) before anything is timed, for both methods; imports (faiss too) are untimed. Each method runs `--repeat` times (default 3), alternating in ABBA order
-(bare, curate, curate, bare, bare, curate) so that drift in a shared machine hits both
-alike; the table shows the median, and the ratio of the best (fastest) runs is printed
-too (other work on the machine only ever adds time). Before every curate run its score folder is deleted and the
-catalog rebuilt (untimed), so each run scores every row as a first run would.
+is seen) before anything is timed, for both methods; imports (faiss too) are untimed.
+Each method runs `--repeat` times (default 3), alternating in ABBA order (bare, curate,
+curate, bare, bare, curate) so that drift on a shared machine hits both alike; the table
+shows the median, and the ratio of the best (fastest) runs is printed too. Before every
+curate run its score folder is deleted and the catalog rebuilt (untimed), so each run
+scores every row as a first run would. Each run also records the CPU seconds other
+processes took meanwhile (from /proc/stat); runs where that is over 5% are flagged.
   * rows/s  -- rows / seconds; `vs bare` = curate rows/s / bare rows/s (goal: >= 0.9x,
                i.e. the pipeline around encode costs under 10%).
   * breakdown of curate's time -- light timers wrapped around the steps of run_scorer
@@ -37,7 +39,7 @@ catalog rebuilt (untimed), so each run scores every row as a first run would.
     call, the bare method the whole list sorted at once, so padding can differ a little.
 
 Run:   .venv/bin/python benchmarks/embed.py            # 12,000 rows, ~10 minutes on 2 idle CPUs
-       .venv/bin/python benchmarks/embed.py --quick    # 1,000 rows, smoke run
+       .venv/bin/python benchmarks/embed.py --quick    # 1,000 rows, 2 runs each: smoke run
        #   --rows N / --text prompt|response|all / --batch-size 64 / --repeat 3 / --device cpu
        #   --profile  (cProfile of one extra curate run, top entries printed)
 Output: a table on stdout and benchmarks/results/embed.json (embed-quick.json with --quick).
@@ -169,7 +171,7 @@ def run_curate(store, args, timers: Timers | None = None) -> tuple[float, float,
     return seconds, cpu, report.scored - report.skipped, Path(report.folder)
 
 
-def run_bare(model, texts, args) -> tuple[float, float, int, "np.ndarray"]:
+def run_bare(model, texts, args) -> tuple:
     t0, c0 = time.perf_counter(), time.process_time()
     vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                            convert_to_numpy=True, show_progress_bar=False)
@@ -250,7 +252,7 @@ def profile_once(store, args) -> str:
 # ------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="1,000 rows, 1 repeat")
+    ap.add_argument("--quick", action="store_true", help="1,000 rows, 2 runs each")
     ap.add_argument("--rows", type=int, default=12_000)
     ap.add_argument("--text", default="prompt", choices=("prompt", "response", "all"))
     ap.add_argument("--batch-size", type=int, default=64)
@@ -261,7 +263,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.repeat = 1_000, 1
+        args.rows, args.repeat = 1_000, 2
     out = args.out or ROOT / "benchmarks" / "results" / ("embed-quick.json" if args.quick
                                                          else "embed.json")
     if not CORPORA.is_dir():
@@ -379,8 +381,8 @@ def main() -> None:
                              "fireact/hotpotqa_dev.json (first half)"],
                   "corpora": str(CORPORA), "machine": machine(),
                   "load_average_at_start": [round(x, 2) for x in load0],
-                  "faiss_import_seconds_untimed": round(faiss_import_s, 3), "tokens": tokens, "noisy_runs": noisy,
-                  "curate_vs_bare_vectors": same,
+                  "faiss_import_seconds_untimed": round(faiss_import_s, 3), "tokens": tokens,
+                  "noisy_runs": noisy, "curate_vs_bare_vectors": same,
                   "results": results,
                   "ratio_curate_vs_bare": round(ratio, 3),
                   "ratio_best_runs": round(best_ratio, 3), "goal": 0.9,
