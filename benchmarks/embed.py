@@ -47,11 +47,11 @@ Output: a table on stdout and benchmarks/results/embed.json (embed-quick.json wi
 
 from __future__ import annotations
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
 import argparse
 import functools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -198,27 +198,6 @@ def check_same(folder: Path, ids: list[str], bare) -> dict:
 
 
 # ------------------------------------------------------------------ report
-def machine() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import torch
-
-    def ver(p):
-        try:
-            return version(p)
-        except PackageNotFoundError:
-            return None
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "packages": {p: ver(p) for p in ("curate", "torch", "sentence-transformers",
-                                             "transformers", "faiss-cpu", "pyarrow",
-                                             "duckdb", "numpy")}}
-
-
 def table(results: dict) -> str:
     bare = results["bare"]["rows_per_s"]
     lines = ["| method | rows | seconds | cpu s | rows/s | vs bare |", "|---|---|---|---|---|---|"]
@@ -379,7 +358,7 @@ def main() -> None:
                   "model": str(resolve("minilm")), "repeat": args.repeat,
                   "inputs": ["gsm8k/train.jsonl (first half)",
                              "fireact/hotpotqa_dev.json (first half)"],
-                  "corpora": str(CORPORA), "machine": machine(),
+                  "corpora": str(CORPORA), "machine": machine(("curate", "torch", "sentence-transformers", "transformers", "faiss-cpu", "pyarrow", "duckdb", "numpy")),
                   "load_average_at_start": [round(x, 2) for x in load0],
                   "faiss_import_seconds_untimed": round(faiss_import_s, 3), "tokens": tokens,
                   "noisy_runs": noisy, "curate_vs_bare_vectors": same,

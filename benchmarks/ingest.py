@@ -31,11 +31,11 @@ Output: a table on stdout and benchmarks/results/ingest.json (ingest-quick.json 
 
 from __future__ import annotations
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
 import argparse
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -238,23 +238,6 @@ def measure_once(method: str, size: str, files_list: Path, work: Path) -> dict:
     return row | res | {"rows_per_s": res["rows"] / res["seconds"]}
 
 
-def machine() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(p):
-        try:
-            return version(p)
-        except PackageNotFoundError:
-            return None
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "packages": {p: ver(p) for p in ("curate", "pyarrow", "polars", "duckdb", "orjson",
-                                             "pandas", "datasets")}}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="GSM8K train + 30 T0 files, x2")
@@ -311,7 +294,7 @@ def main() -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({
         "benchmark": "ingest", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick, "repeat": repeat, "sizes": sizes, "corpora": str(CORPORA), "machine": machine(),
+        "quick": args.quick, "repeat": repeat, "sizes": sizes, "corpora": str(CORPORA), "machine": machine(("curate", "pyarrow", "polars", "duckdb", "orjson", "pandas", "datasets")),
         "results": results, "summary": summary}, indent=2) + "\n")
     print(f"wrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}")
 

@@ -52,12 +52,12 @@ Output: a table on stdout and benchmarks/results/lm_score.json (lm_score-quick.j
 
 from __future__ import annotations
 
+from _machine import machine  # benchmarks/ is on sys.path when run as a script
 import argparse
 import cProfile
 import io
 import json
 import os
-import platform
 import pstats
 import sys
 import time
@@ -193,32 +193,6 @@ def peak_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def machine() -> dict:
-    import pyarrow
-    import torch
-    import transformers
-
-    cpu = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"nproc": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "pyarrow": pyarrow.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    try:
-        import curate
-
-        info["curate"] = getattr(curate, "__version__", None)
-    except Exception:
-        pass
-    return info
 
 
 def main() -> None:
@@ -380,7 +354,7 @@ def main() -> None:
 
     record = {
         "benchmark": "lm_score", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "data": "gsm8k/train.jsonl, first rows", "rows": len(rows),
+        "machine": machine(("curate", "torch", "transformers", "pyarrow")), "data": "gsm8k/train.jsonl, first rows", "rows": len(rows),
         "issue_rows": 2000, "quick": args.quick, "model": "smollm2-135m",
         "device": str(dev), "model_load_s": round(load_s, 2),
         "batch_size_padded": args.batch_size, "batch_tokens_curate": args.batch_tokens,
