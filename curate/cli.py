@@ -1,4 +1,4 @@
-"""`curate` command line: ingest, stats, sql, export.
+"""`curate` command line: ingest, stats, sql, export, score, select.
 
 Every command takes `--store PATH` (default: $CURATE_STORE, else ./curate-store).
 User mistakes print one clear message (file, row, fix) and exit with status 2.
@@ -197,7 +197,9 @@ def _print_rows(rows: list[dict], title: str | None = None, limit: int | None = 
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="SQL over the views: examples, pairs, quarantine, "
-                                              "duplicates, ingest_runs.")],
+                                              "duplicates, ingest_runs, scores_<scorer>, "
+                                              "selections, selection_members, "
+                                              "selection_dropped.")],
     format: Annotated[str, typer.Option("--format", "-f",
                                         help="table, csv or json (one object per line).")] = "table",
     store: StoreOpt = None,
@@ -333,6 +335,147 @@ class _CountProgress:
         task = self.bar.tasks[0]
         if task.elapsed:
             self.bar.update(self.task, rate=f"{task.completed / task.elapsed:,.0f} rows/s")
+
+
+# ---------------------------------------------------------------- select
+_SELECT_OPTIONS = {  # CLI option -> selector parameter
+    "seed": "seed", "score": "score", "ascending": "ascending", "clusters": "clusters",
+    "strategy": "strategy", "threshold": "threshold", "quality": "quality",
+    "quality_weight": "quality_weight", "keep": "keep",
+}
+
+
+@app.command()
+def select(
+    method: Annotated[str | None, typer.Argument(
+        help="random, topk, threshold, longest, length, kmeans, facility-location, log-det, "
+        "semdedup, exact-dedup (omit with --recipe).", show_default=False)] = None,
+    name: Annotated[str, typer.Option(help="Name to save the selection under.")] = "",
+    budget: Annotated[str | None, typer.Option(
+        help="A count (1000), a fraction of the pool (5%) or tokens (2M tokens).")] = None,
+    recipe: Annotated[Path | None, typer.Option(
+        help="A YAML recipe of steps (see selectors/*.yaml) instead of METHOD.")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="SQL filter that defines the pool, over pairs and score columns, e.g. "
+        "\"kind = 'instruction' AND ifd < 1\".")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (random, kmeans, ...).")] = None,
+    score: Annotated[str | None, typer.Option(
+        help="topk / threshold: score column or SQL expression to rank by.")] = None,
+    ascending: Annotated[bool | None, typer.Option(
+        "--ascending", help="topk / threshold: lowest values first.")] = None,
+    clusters: Annotated[int | None, typer.Option(help="kmeans / semdedup: number of clusters.")
+                        ] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="kmeans: balanced, proportional, sensitivity or refine.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="semdedup: cosine similarity at or above which two examples are duplicates.")
+    ] = None,
+    quality: Annotated[str | None, typer.Option(
+        help="facility-location / log-det / kmeans: score or SQL expression for quality "
+        "(higher is better).")] = None,
+    quality_weight: Annotated[float | None, typer.Option(
+        help="facility-location: weight of the quality term.")] = None,
+    keep: Annotated[str | None, typer.Option(
+        help="dedup: which duplicate to keep: a score expression, higher kept (prefix - for "
+        "lower).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", help="Any other option of the method, KEY=VALUE (repeatable).")
+    ] = None,
+    embed: Annotated[str | None, typer.Option(
+        help="Embed configuration folder to use [default: the newest].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a selection of the same name.")
+                         ] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Choose a subset and save it as a named selection (see `curate selections`).
+
+    Examples:\n
+      curate select random --budget 5% --name random-5pct\n
+      curate select topk --score ifd --budget 2M tokens --name hard\n
+      curate select kmeans --clusters 100 --budget 1000 --name diverse\n
+      curate select --recipe selectors/diverse-quality.yaml --name dq
+    """
+    import yaml
+
+    from curate.selectors import load_recipe, select as run_select
+
+    if not name:
+        raise CurateError("a selection needs a name\n  fix: pass --name, e.g. --name diverse-5pct")
+    st = _store(store).require()
+    if recipe is not None:
+        if method is not None:
+            raise CurateError("give either METHOD or --recipe, not both")
+        plan = load_recipe(recipe, budget=budget)
+        params = {}
+    else:
+        if method is None:
+            raise CurateError("no method\n  fix: `curate select METHOD --budget B --name N`, or "
+                              "--recipe FILE; methods: see `curate select --help`")
+        plan = method
+        given = dict(seed=seed, score=score, ascending=ascending, clusters=clusters,
+                     strategy=strategy, threshold=threshold, quality=quality,
+                     quality_weight=quality_weight, keep=keep)
+        params = {_SELECT_OPTIONS[k]: v for k, v in given.items() if v is not None}
+        if budget is not None:
+            params["budget"] = budget
+        for item in param or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise CurateError(f"--param {item!r} is not KEY=VALUE\n  fix: e.g. -p iters=30")
+            params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
+            else _nullcontext() as status:
+        def progress(step: str, rows: int) -> None:
+            if status is not None:
+                status.update(f"{step} on {rows:,} examples")
+        sel = run_select(st, plan, name, where=where, embed=embed, overwrite=overwrite,
+                         progress=progress, **params)
+    manifest = sel.manifest()
+    if as_json:
+        print(json.dumps(manifest))
+    else:
+        tokens = f", {manifest['tokens']:,} tokens" if manifest["tokens"] is not None else ""
+        dropped = f"; {manifest['dropped']} dropped as duplicates" if manifest["dropped"] else ""
+        console.print(f"selection {sel.name!r}: {manifest['size']:,} of {manifest['pool_size']:,} "
+                      f"examples{tokens} ({manifest['method']}, budget {manifest['budget']}"
+                      f"{dropped}) in {manifest['seconds']:.1f}s\n"
+                      f"  export: curate export --selection {sel.name} --out {sel.name}.jsonl")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@app.command()
+def selections(
+    delete: Annotated[str | None, typer.Option(help="Delete the selection of this name.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List saved selections (also in SQL: `selections`, `selection_members`,
+    `selection_dropped`)."""
+    from curate.selectors import delete_selection, list_selections
+
+    st = _store(store).require()
+    if delete:
+        delete_selection(st, delete)
+        console.print(f"deleted selection {delete!r}")
+        return
+    rows = list_selections(st)
+    if as_json:
+        print(json.dumps(rows))
+        return
+    if not rows:
+        console.print("no selections yet: make one with `curate select`")
+        return
+    _print_rows(rows, title="selections (details: --json, or SQL on `selections`)",
+                columns=["name", "method", "budget", "size", "tokens", "pool_size", "dropped",
+                         "created_at"])
 
 
 # ---------------------------------------------------------------- models

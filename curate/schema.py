@@ -51,6 +51,47 @@ DUPLICATE_SCHEMA = pa.schema(
     ]
 )
 
+# A saved selection: one manifest row, its members in rank order, and what its dedup
+# steps dropped (which kept example each dropped one duplicated).
+SELECTION_SCHEMA = pa.schema(
+    [
+        pa.field("name", pa.string()),
+        pa.field("method", pa.string()),
+        pa.field("params", pa.string()),  # JSON
+        pa.field("budget", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("tokens", pa.int64()),  # null when the store has no token counts
+        pa.field("pool_size", pa.int64()),
+        pa.field("dropped", pa.int64()),
+        pa.field("pool_where", pa.string()),
+        pa.field("fingerprint", pa.string()),  # of the input pool and score configurations
+        pa.field("recipe", pa.string()),  # the recipe text, for recipe selections
+        pa.field("curate_version", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("seconds", pa.float64()),
+    ]
+)
+
+SELECTION_MEMBER_SCHEMA = pa.schema(
+    [
+        pa.field("selection", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("rank", pa.int64()),  # 1 = first pick
+        pa.field("gain", pa.float64()),  # what the pick added (marginal gain, score, ...)
+        pa.field("reason", pa.string()),
+    ]
+)
+
+SELECTION_DROPPED_SCHEMA = pa.schema(
+    [
+        pa.field("selection", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("duplicate_of", pa.string()),  # the kept example it repeats
+        pa.field("similarity", pa.float32()),  # cosine; 1 for exact text duplicates
+        pa.field("step", pa.string()),  # which step dropped it
+    ]
+)
+
 # Separators that cannot occur in normal text keep the hash input unambiguous.
 _FIELD_SEP = "\x1f"
 _TURN_SEP = "\x1e"

@@ -32,7 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import StoreError
-from curate.schema import DUPLICATE_SCHEMA, EXAMPLE_SCHEMA, QUARANTINE_SCHEMA
+from curate.schema import (DUPLICATE_SCHEMA, EXAMPLE_SCHEMA, QUARANTINE_SCHEMA,
+                           SELECTION_DROPPED_SCHEMA, SELECTION_MEMBER_SCHEMA,
+                           SELECTION_SCHEMA)
 
 STORE_FORMAT = 1
 DEFAULT_STORE = "curate-store"
@@ -65,6 +67,9 @@ VIEWS: dict[str, tuple[str, pa.Schema]] = {
     "quarantine": ("ingest/*/quarantine-*.parquet", QUARANTINE_SCHEMA),
     "duplicates": ("ingest/*/duplicates-*.parquet", DUPLICATE_SCHEMA),
     "ingest_runs": ("ingest/*/run.parquet", INGEST_RUN_SCHEMA),
+    "selections": ("selections/*/manifest.parquet", SELECTION_SCHEMA),
+    "selection_members": ("selections/*/members.parquet", SELECTION_MEMBER_SCHEMA),
+    "selection_dropped": ("selections/*/dropped.parquet", SELECTION_DROPPED_SCHEMA),
 }
 
 

@@ -1,0 +1,381 @@
+"""What every selector shares: budgets, the candidate pool, the estimator contract, and
+the saved `Selection`.
+
+A selector is scikit-learn style: `__init__` only stores parameters (the budget
+included), `fit(pool)` does the work and sets
+
+    ranking_       pool row indices of the selected examples, best / first pick first
+    gains_         the value each pick added (marginal gain, score, ...), same order
+    reasons_       a short reason per pick ("cluster 12 (quota 40/310)", "nll=1.93")
+    selected_ids_  the example ids, same order
+
+Deduplicators also set `dropped_` (which example each dropped one duplicated). Budgets
+are a count (`1000`), a fraction of the pool (`5%`) or tokens (`2M tokens`): every
+algorithm sees them the same way, as per-example costs and a limit (ones and k for a
+count; token counts and the token budget for tokens, a knapsack).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from curate.errors import CurateError
+
+# ----------------------------------------------------------------------------- budgets
+
+_UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
+_TOKENS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmb]?)\s*tok(en)?s?\s*$", re.I)
+_COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmb]?)\s*$", re.I)
+_PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much to select: `count` examples, a `fraction` of the pool, or `tokens`."""
+
+    kind: str  # "count" | "fraction" | "tokens"
+    value: float
+
+    @classmethod
+    def parse(cls, text: "str | int | float | Budget") -> "Budget":
+        """'1000', '10k', '5%', '0.05', '2M tokens', '500k tokens'."""
+        if isinstance(text, Budget):
+            return text
+        if isinstance(text, bool):
+            raise CurateError(f"budget {text!r} is not a number")
+        if isinstance(text, int):
+            text = str(text)
+        elif isinstance(text, float):
+            text = f"{text * 100}%" if 0 < text < 1 else str(int(text))
+        s = str(text)
+        fix = ("\n  fix: give a count (1000, 10k), a fraction of the pool (5%, 0.05) or "
+               "tokens (2M tokens)")
+        if m := _PERCENT.match(s):
+            frac = float(m.group(1)) / 100
+            if not 0 < frac <= 1:
+                raise CurateError(f"budget {s!r} must be above 0% and at most 100%{fix}")
+            return cls("fraction", frac)
+        if m := _TOKENS.match(s):
+            tokens = float(m.group(1)) * _UNITS[m.group(2).lower()]
+            if tokens < 1:
+                raise CurateError(f"budget {s!r} is below one token{fix}")
+            return cls("tokens", float(int(tokens)))
+        if m := _COUNT.match(s):
+            value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+            if 0 < value < 1 and not m.group(2):
+                return cls("fraction", value)
+            if value < 1 or value != int(value):
+                raise CurateError(f"budget {s!r} is not a whole number of examples{fix}")
+            return cls("count", float(int(value)))
+        raise CurateError(f"cannot read budget {s!r}{fix}")
+
+    def __str__(self) -> str:
+        if self.kind == "fraction":
+            return f"{self.value * 100:g}%"
+        if self.kind == "tokens":
+            return f"{int(self.value)} tokens"
+        return str(int(self.value))
+
+    def resolve(self, pool: "Pool") -> tuple[np.ndarray, float]:
+        """(per-example costs, limit) for this pool; fails when the pool cannot hold it."""
+        n = len(pool)
+        if n == 0:
+            raise CurateError("the pool is empty: nothing to select from\n  fix: check the "
+                              "--where filter and the earlier recipe steps")
+        if self.kind == "tokens":
+            costs = pool.tokens().astype(np.float64)
+            total = float(costs.sum())
+            if self.value > total:
+                raise CurateError(
+                    f"budget {self} is larger than the pool: {n} examples hold "
+                    f"{int(total)} tokens\n  fix: lower the budget or widen the pool")
+            return costs, self.value
+        if self.kind == "fraction":
+            k = max(1, int(round(self.value * n)))
+        else:
+            k = int(self.value)
+            if k > n:
+                raise CurateError(f"budget {self} is larger than the pool of {n} examples\n"
+                                  "  fix: lower the budget or widen the pool")
+        return np.ones(n, np.float64), float(k)
+
+
+def take_in_order(order: np.ndarray, costs: np.ndarray, limit: float) -> np.ndarray:
+    """The prefix-greedy knapsack fill every ranking-based selector shares: walk `order`,
+    keep each item that still fits. With unit costs: exactly the first `limit` items."""
+    order = np.asarray(order, np.int64)
+    if np.all(costs == 1):
+        return order[: int(limit)]
+    c = costs[order]
+    if c.sum() <= limit:
+        return order
+    keep = np.zeros(len(order), bool)
+    left = limit
+    fits = np.flatnonzero(np.cumsum(c) <= limit)
+    head = len(fits)  # the whole prefix that fits, vectorized
+    keep[:head] = True
+    left -= float(c[:head].sum())
+    smallest = float(c[head:].min()) if head < len(order) else 0.0
+    for i in range(head, len(order)):
+        if left < smallest:
+            break
+        if c[i] <= left:
+            keep[i] = True
+            left -= c[i]
+    return order[keep]
+
+
+# -------------------------------------------------------------------------------- pool
+
+_META_COLUMNS = {"id", "reason", "scorer", "scorer_version", "model", "params", "config"}
+BASE_COLUMNS = ("id", "source", "source_row", "kind", "prompt", "response", "turns",
+                "success", "reward")
+
+
+class Pool:
+    """The candidates a selector chooses from: ids in a fixed order (by id), plus lazy
+    access to score expressions, embeddings and token counts for exactly these rows.
+
+    Score columns of every `scores_<scorer>` view are addressable by name in SQL
+    expressions (`ifd`, `nll`, `response_chars`, ...); a name two scorers share is
+    `<scorer>_<name>` (`lm_prompt_tokens`, `heuristics_prompt_tokens`). Recipe steps
+    narrow a pool with `subset`, which shares the loaded columns instead of re-querying.
+    """
+
+    def __init__(self, store, where: str | None = None, embed_config: str | None = None):
+        from curate.store import score_views
+
+        self.store = store.require()
+        self.where = where
+        self.embed_config = embed_config
+        self._views = score_views(store.root)
+        self._con = store.connect()
+        self._columns = self._score_columns()
+        self._cache: dict[str, np.ndarray] = {}  # columns over the root pool's rows
+        self.token_source: str | None = None
+        sql = f"SELECT id FROM ({self.relation()})" + (f" WHERE ({where})" if where else "")
+        ids = self._query(sql + " ORDER BY id", "the --where filter")["id"]
+        self._root_ids = np.asarray(ids.to_pylist(), dtype=object)
+        self.rows = np.arange(len(self._root_ids))  # this pool's rows of the root pool
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._root_ids[self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, keep: np.ndarray) -> "Pool":
+        """The pool of the rows where `keep` (a mask over this pool) is true."""
+        sub = object.__new__(Pool)
+        sub.__dict__.update(self.__dict__)
+        sub.rows = self.rows[np.asarray(keep, bool)]
+        return sub
+
+    # -- SQL over pairs + scores
+    def _score_columns(self) -> dict[str, tuple[str, str]]:
+        """Expression name -> (view, column) for every scalar score column: always as
+        `<scorer>_<column>`, and as the bare column name too unless pairs has it; for a
+        name two scorers share, the bare one is the lm scorer's (the model's tokenizer
+        and template), else the first by scorer name. Running another scorer later
+        never takes a name away."""
+        out: dict[str, tuple[str, str]] = {}
+        bare: dict[str, tuple[str, str]] = {}
+        views = sorted(self._views, key=lambda v: (v != "scores_lm", v))
+        for view in views:
+            scorer = view.removeprefix("scores_")
+            for name, dtype, *_ in self._con.execute(f"DESCRIBE {view}").fetchall():
+                if name in _META_COLUMNS or "[" in dtype or dtype.startswith("STRUCT"):
+                    continue
+                out[f"{scorer}_{name}"] = (view, name)
+                if name not in BASE_COLUMNS:
+                    bare.setdefault(name, (view, name))
+        return {**bare, **out}
+
+    def relation(self) -> str:
+        """SQL of pairs joined with every scalar score column."""
+        cols = "".join(f", {v.removeprefix('scores_')}.{c} AS {alias}"
+                       for alias, (v, c) in self._columns.items())
+        joins = "".join(f" LEFT JOIN {v} AS {v.removeprefix('scores_')} USING (id)"
+                        for v in self._views if any(v == cv for cv, _ in self._columns.values()))
+        return f"SELECT p.*{cols} FROM pairs p{joins}"
+
+    def columns(self) -> list[str]:
+        return [*BASE_COLUMNS, *self._columns]
+
+    def _query(self, sql: str, what: str) -> pa.Table:
+        import duckdb
+
+        try:
+            return self._con.sql(sql).to_arrow_table()
+        except duckdb.Error as e:
+            raise CurateError(f"{what} failed: {_short(e)}\n  {self._hint(str(e))}") from e
+
+    def _hint(self, message: str) -> str:
+        from curate.scoring import SCORERS
+
+        for name in re.findall(r'column "?([A-Za-z_][A-Za-z0-9_]*)"? not found', message):
+            for scorer, cls in SCORERS.items():
+                cols = cls.__dict__.get("columns")
+                if isinstance(cols, dict) and name in cols and f"scores_{scorer}" not in self._views:
+                    return (f"fix: `{name}` comes from the {scorer} scorer, which has not run "
+                            f"on this store: run `curate score {scorer}` first")
+        return "fix: the columns are " + ", ".join(self.columns())
+
+    def _column(self, key: str, sql: str, what: str, numeric: bool = True) -> np.ndarray:
+        """Column `v` of `sql` (rows: id, v) over the root pool's ids, cached."""
+        if key not in self._cache:
+            t = self._query(sql, what)
+            index = dict(zip(t["id"].to_pylist(), range(t.num_rows)))
+            rows = np.fromiter((index.get(i, -1) for i in self._root_ids), np.int64,
+                               len(self._root_ids))
+            if numeric:
+                vals = t["v"].to_numpy(zero_copy_only=False).astype(np.float64)
+                out = np.full(len(rows), np.nan)
+            else:
+                vals = np.asarray(t["v"].to_pylist(), dtype=object)
+                out = np.full(len(rows), None, dtype=object)
+            out[rows >= 0] = vals[rows[rows >= 0]]
+            self._cache[key] = out
+        return self._cache[key][self.rows]
+
+    def values(self, expr: str, what: str = "score") -> np.ndarray:
+        """A SQL expression over pairs + score columns, per pool row (float64, NaN=null)."""
+        return self._column(f"expr:{expr}", f"SELECT id, CAST(({expr}) AS DOUBLE) AS v "
+                            f"FROM ({self.relation()})", f"the {what} `{expr}`")
+
+    def strings(self, expr: str, what: str = "text") -> np.ndarray:
+        """A text-valued SQL expression per pool row (object array, None for null)."""
+        return self._column(f"str:{expr}", f"SELECT id, CAST(({expr}) AS VARCHAR) AS v "
+                            f"FROM ({self.relation()})", f"the {what} `{expr}`", numeric=False)
+
+    def embeddings(self) -> np.ndarray:
+        """L2-normalized vectors (n x d float32) from the embed scorer."""
+        if "embeddings" not in self._cache:
+            from curate.scoring.embed import load_vectors
+
+            folder = self._embed_folder()
+            ids, vectors = load_vectors(folder)
+            index = dict(zip(ids, range(len(ids))))
+            rows = np.fromiter((index.get(i, -1) for i in self._root_ids), np.int64,
+                               len(self._root_ids))
+            if (rows < 0).any():
+                raise CurateError(
+                    f"{int((rows < 0).sum())} of {len(rows)} pool examples have no embedding "
+                    f"in {folder}\n  fix: run `curate score embed` again (it scores only what "
+                    "is missing), or leave empty texts out with --where")
+            self._cache["embeddings"] = vectors[rows]
+        return self._cache["embeddings"][self.rows]
+
+    def _embed_folder(self) -> Path:
+        root = self.store.root / "scores" / "embed"
+        if self.embed_config:
+            folder = root / self.embed_config
+            if not (folder / "config.json").is_file():
+                have = sorted(p.parent.name for p in root.glob("*/config.json"))
+                raise CurateError(f"no embed configuration {self.embed_config!r}\n  fix: use "
+                                  f"one of {', '.join(have) or '(none: run `curate score embed`)'}")
+            return folder
+        if "scores_embed" not in self._views:
+            raise CurateError("this method needs embeddings and the store has none\n"
+                              "  fix: run `curate score embed` first")
+        return self._views["scores_embed"]
+
+    def tokens(self) -> np.ndarray:
+        """Tokens per example (prompt + response) for token budgets: from the lm scorer
+        (chat template included), else from the heuristics scorer's tokenizer counts."""
+        for scorer in ("lm", "heuristics"):
+            if f"scores_{scorer}" in self._views:
+                break
+        else:
+            raise CurateError("a token budget needs token counts and the store has none\n"
+                              "  fix: run `curate score lm` (or the faster "
+                              "`curate score heuristics`) first")
+        self.token_source = scorer
+        expr = f"{scorer}_prompt_tokens + {scorer}_response_tokens"
+        t = self.values(expr, "token count")
+        if np.isnan(t).any():
+            raise CurateError(
+                f"{int(np.isnan(t).sum())} of {len(t)} pool examples have no token count "
+                f"(not scored yet, or skipped by the scorer)\n  fix: run `curate score "
+                f"{scorer}` again, or narrow the pool with --where \"{expr} IS NOT NULL\"")
+        return np.maximum(t, 1.0)
+
+    def sources(self) -> np.ndarray:
+        return self.strings("source", "source")
+
+    def fingerprint(self) -> str:
+        """Content hash of the starting pool (before any recipe step narrowed it): its
+        ids and the score configurations behind them."""
+        import xxhash
+
+        h = xxhash.xxh3_128()
+        h.update("\n".join(self._root_ids).encode())
+        h.update(json.dumps(sorted(f.name for f in self._views.values())).encode())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        self._con.close()
+
+
+# ---------------------------------------------------------------------------- selectors
+
+
+class Selector:
+    """Base class. Subclasses set `name` (the method name users type) and implement
+    `fit(pool)`, which must end with `self._selected(pool, order, gains, reasons)`."""
+
+    name: ClassVar[str]
+    budget_required: ClassVar[bool] = True  # False: without a budget, all that qualify
+    deduplicates: ClassVar[bool] = False  # sets `dropped_`; usable as a recipe dedup step
+
+    def get_params(self) -> dict:
+        """The constructor's parameters and their values (scikit-learn's contract)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: _plain(getattr(self, p)) for p in names}
+
+    def fit(self, pool: Pool) -> "Selector":
+        raise NotImplementedError
+
+    def _budget(self, pool: Pool) -> tuple[np.ndarray, float]:
+        """(costs, limit) of this selector's budget over `pool`."""
+        budget = getattr(self, "budget", None)
+        if budget is None:
+            raise CurateError(f"{self.name} needs a budget\n  fix: pass --budget (1000, 5%, "
+                              "2M tokens)")
+        return Budget.parse(budget).resolve(pool)
+
+    def _selected(self, pool: Pool, order, gains, reasons) -> "Selector":
+        self.ranking_ = np.asarray(order, np.int64)
+        self.gains_ = np.asarray(gains, np.float64)
+        self.reasons_ = list(reasons)
+        self.selected_ids_ = list(pool.ids[self.ranking_])
+        if not hasattr(self, "dropped_"):
+            self.dropped_ = None
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Budget) else value
+
+
+def rank_by(values: np.ndarray, descending: bool = True) -> np.ndarray:
+    """Indices sorted by value (nulls last), ties by pool order (stable)."""
+    v = np.where(np.isnan(values), -np.inf if descending else np.inf, values)
+    return np.argsort(-v if descending else v, kind="stable")
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0][:400]
