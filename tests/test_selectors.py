@@ -45,9 +45,27 @@ def pool_store(tmp_path_factory):
         else:
             records = json.loads(path.read_text())[:PER_SOURCE]
         ingest(store, [write_jsonl(tmp / f"{source}.jsonl", records)], source=source)
+        if source == "gsm8k":
+            ingest(store, [write_jsonl(tmp / "planted.jsonl", planted(records))],
+                   source="planted")
     run_scorer(store, make_scorer("heuristics"))
     run_scorer(store, make_scorer("embed", text="all"))
     return store
+
+
+N_PLANTED = 10
+
+
+def planted(records: list[dict]) -> list[dict]:
+    """Near copies of the first GSM8K rows: case, spacing and punctuation changes (an
+    exact-dedup match after normalization) and a reworded question (semantic only)."""
+    out = []
+    for r in records[:N_PLANTED // 2]:
+        out.append({"question": "  " + r["question"].upper().replace(" ", "  ") + " !",
+                    "answer": r["answer"]})
+    for r in records[N_PLANTED // 2:N_PLANTED]:
+        out.append({"question": "Please solve: " + r["question"], "answer": r["answer"]})
+    return out
 
 
 def true_sources(store, ids) -> list[str]:
@@ -94,7 +112,8 @@ def test_take_in_order_is_an_exact_knapsack_fill():
 
 
 def test_budgets_are_met_exactly(pool_store):
-    n = PER_SOURCE * len(SOURCES) - rows(pool_store, "SELECT count(*) FROM duplicates")[0][0]
+    n = PER_SOURCE * len(SOURCES) + N_PLANTED - rows(
+        pool_store, "SELECT count(*) FROM duplicates")[0][0]
     assert len(select(pool_store, "random", "r-count", budget="37").ids) == 37
     frac = select(pool_store, "random", "r-frac", budget="10%")
     assert len(frac.ids) == round(0.1 * frac.pool_size) and frac.pool_size == n
@@ -175,6 +194,100 @@ def test_selection_views_and_export(pool_store, tmp_path):
         select(pool_store, "longest", "views-longest", budget=3)
     assert len(select(pool_store, "longest", "views-longest", budget=3, overwrite=True).ids) == 3
     assert rows(pool_store, "SELECT size FROM selections WHERE name = 'views-longest'") == [(3,)]
+
+
+# ------------------------------------------------------------------ diversity methods
+
+METHODS = [("kmeans", {"clusters": 8}), ("kmeans", {"clusters": 8, "strategy": "proportional"}),
+           ("kmeans", {"clusters": 8, "strategy": "sensitivity"}),
+           ("kmeans", {"clusters": 8, "strategy": "refine", "quality": "response_tokens"}),
+           ("facility-location", {}), ("facility-location", {"quality": "distinct_2"}),
+           ("log-det", {}), ("semdedup", {"threshold": 0.9}), ("exact-dedup", {})]
+
+
+@pytest.mark.parametrize("method, params", METHODS,
+                         ids=[f"{m}-{'-'.join(map(str, p.values()))}" for m, p in METHODS])
+def test_every_method_meets_count_fraction_and_token_budgets(pool_store, method, params):
+    pool = Pool(pool_store)
+    tokens = dict(zip(pool.ids, pool.tokens()))
+    for budget in ("25", "5%", "4k tokens"):
+        sel = make_selector(method, budget=budget, **params).fit(Pool(pool_store))
+        ids = sel.selected_ids_
+        assert len(set(ids)) == len(ids) == len(sel.gains_) == len(sel.reasons_)
+        if budget == "25":
+            assert len(ids) == 25
+        elif budget == "5%":
+            assert len(ids) == round(0.05 * len(pool))
+        else:
+            used = sum(tokens[i] for i in ids)
+            assert used <= 4000
+            rest = [t for i, t in tokens.items() if i not in set(ids)]
+            if method != "semdedup" and method != "exact-dedup":
+                assert min(rest) > 4000 - used  # the budget is full: nothing else fits
+        again = make_selector(method, budget=budget, **params).fit(Pool(pool_store))
+        assert again.selected_ids_ == ids  # same seed, same selection
+
+
+def test_kmeans_balanced_covers_the_true_sources(pool_store):
+    sel = make_selector("kmeans", budget=40, clusters=8).fit(Pool(pool_store))
+    got = true_sources(pool_store, sel.selected_ids_)
+    counts = {s: got.count(s) for s in SOURCES}
+    assert all(c >= 4 for c in counts.values()), counts  # every source, none starved
+    # any prefix of the ranking is balanced too: the first 8 picks span 8 clusters
+    assert len(set(sel.labels_[sel.ranking_[:8]])) == 8
+
+
+def test_facility_location_covers_better_than_random(pool_store):
+    pool = Pool(pool_store)
+    X = pool.embeddings()
+
+    def coverage(rows):
+        return float(np.maximum(X @ X[rows].T, 0).max(axis=1).sum())
+
+    fl = make_selector("facility-location", budget=30).fit(pool)
+    rand = [coverage(make_selector("random", budget=30, seed=s).fit(pool).ranking_)
+            for s in range(5)]
+    assert coverage(fl.ranking_) > max(rand)
+    assert np.all(np.diff(fl.gains_) <= 1e-9)  # greedy gains never increase (submodular)
+    first = {s.replace("planted", "gsm8k") for s in true_sources(pool_store, fl.selected_ids_[:8])}
+    assert first == set(SOURCES)  # the first picks already span every source
+
+
+def test_dedup_finds_the_planted_near_duplicates(pool_store):
+    sel = select(pool_store, "semdedup", "dedup-sem", threshold=0.9)
+    exact = select(pool_store, "exact-dedup", "dedup-exact")
+    dropped = rows(pool_store, "SELECT d.selection, e.source, o.source, d.similarity "
+                               "FROM selection_dropped d JOIN examples e USING (id) "
+                               "JOIN examples o ON o.id = d.duplicate_of")
+    sem = [(a, b) for sel_, a, b, _ in dropped if sel_ == "dedup-sem"]
+    planted_pairs = [p for p in sem if set(p) == {"planted", "gsm8k"}]
+    assert len(planted_pairs) == N_PLANTED  # each plant, or its original, is dropped
+    ex = [(a, b, s) for sel_, a, b, s in dropped if sel_ == "dedup-exact"]
+    assert sorted(ex)[: N_PLANTED // 2] == [("gsm8k", "planted", 1.0)] * (N_PLANTED // 2) or \
+        sum({a, b} == {"planted", "gsm8k"} for a, b, _ in ex) == N_PLANTED // 2
+    assert len(sel.ids) + sum(1 for s_, *_ in dropped if s_ == "dedup-sem") == sel.pool_size
+    assert len(exact.ids) == exact.pool_size - len(ex)
+
+
+def test_dedup_keeps_the_best_copy(pool_store):
+    sel = make_selector("exact-dedup", keep="-response_chars").fit(Pool(pool_store))
+    pool = Pool(pool_store)
+    chars = dict(zip(pool.ids, pool.values("response_chars")))
+    for row in sel.dropped_.to_pylist():
+        assert chars[row["duplicate_of"]] <= chars[row["id"]]
+
+
+def test_missing_embeddings_say_which_scorer_to_run(tmp_path):
+    from curate.ingest import ingest
+    from curate.store import Store
+
+    store = Store(tmp_path / "s")
+    ingest(store, [write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": f"task {i}", "output": f"answer {i}"} for i in range(20)])])
+    with pytest.raises(CurateError, match="curate score embed"):
+        select(store, "kmeans", "k", budget=5)
+    with pytest.raises(CurateError, match="curate score lm"):
+        select(store, "random", "k", budget="100 tokens")
 
 
 # ------------------------------------------------------------------ recipes

@@ -22,13 +22,17 @@ from curate.errors import CurateError
 from curate.selectors.base import Budget, Pool, Selector
 from curate.selectors.baselines import (LengthFilter, LongestSelector, RandomSelector,
                                         ThresholdSelector, TopKSelector)
+from curate.selectors.deduplicators import ExactDeduplicator, SemanticDeduplicator
+from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector,
+                                        LogDeterminantSelector)
 from curate.selectors.recipe import Plan, Step, load_recipe, run_plan, validate
 from curate.selectors.selection import (Selection, check_name, delete_selection,
                                         list_selections, save_selection)
 
 SELECTORS: dict[str, type[Selector]] = {
     c.name: c for c in (RandomSelector, TopKSelector, ThresholdSelector, LongestSelector,
-                        LengthFilter)
+                        LengthFilter, KMeansSelector, FacilityLocationSelector,
+                        LogDeterminantSelector, SemanticDeduplicator, ExactDeduplicator)
 }
 
 __all__ = ["SELECTORS", "Budget", "Plan", "Pool", "Selection", "Selector", "Step",

@@ -257,6 +257,13 @@ class Pool:
         return self._column(f"str:{expr}", f"SELECT id, CAST(({expr}) AS VARCHAR) AS v "
                             f"FROM ({self.relation()})", f"the {what} `{expr}`", numeric=False)
 
+    def example_texts(self, which: str) -> np.ndarray:
+        """The text a scorer reads (`prompt`, `response` or `all` turns) per pool row."""
+        from curate.scoring.base import TEXTS
+
+        return self._column(f"text:{which}", f"SELECT id, coalesce({TEXTS[which]}, '') AS v "
+                            "FROM examples", f"{which} text", numeric=False)
+
     def embeddings(self) -> np.ndarray:
         """L2-normalized vectors (n x d float32) from the embed scorer."""
         if "embeddings" not in self._cache:

@@ -1,0 +1,165 @@
+"""Diversity selectors over the store's embeddings: k-means sampling (balanced,
+proportional, sensitivity, quality-refined) and submodular facility location and
+log-determinant. The algorithms are pure functions in kmeans.py and submodular.py;
+these estimators bind them to a pool, its budget and its scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from curate.errors import CurateError
+from curate.selectors.base import Budget, Pool, Selector
+
+STRATEGIES = ("balanced", "proportional", "sensitivity", "refine")
+
+
+def default_clusters(n: int) -> int:
+    """About sqrt(n) clusters: 100 for 10k examples, 316 for 100k."""
+    return max(1, min(n, int(round(math.sqrt(n)))))
+
+
+class KMeansSelector(Selector):
+    """k-means diversity (FAISS, GPU when present). Strategies:
+
+    balanced      equal quota per cluster ("kMQ"), small clusters' leftovers water-filled
+    proportional  quota proportional to cluster size (stratified)
+    sensitivity   clustering-based sensitivity sampling (Axiotis et al. 2024): far-from-
+                  centroid and small-cluster points more likely; gains are importance
+                  weights
+    refine        Diversify and Conquer (Yu et al. 2024): cluster quotas weighted by the
+                  per-cluster mean of `quality` (e.g. a loss: higher = sample more),
+                  softened by `temperature`
+
+    Within a cluster the highest `quality` goes first when given, else seeded random.
+    After `fit`, `labels_` and `cluster_centers_` hold the clustering.
+    """
+
+    name = "kmeans"
+
+    def __init__(self, budget: Budget | str | None = None, clusters: int | None = None,
+                 strategy: str = "balanced", quality: str | None = None,
+                 temperature: float = 1.0, alpha: float = 0.5, iters: int = 20, seed: int = 0):
+        self.budget = budget
+        self.clusters = clusters
+        self.strategy = strategy
+        self.quality = quality
+        self.temperature = temperature
+        self.alpha = alpha
+        self.iters = iters
+        self.seed = seed
+
+    def fit(self, pool: Pool) -> "KMeansSelector":
+        from curate.selectors import kmeans as km
+
+        if self.strategy not in STRATEGIES:
+            raise CurateError(f"unknown kmeans strategy {self.strategy!r}\n  fix: use one of "
+                              f"{', '.join(STRATEGIES)}")
+        if self.strategy == "refine" and not self.quality:
+            raise CurateError("kmeans strategy 'refine' needs --quality, the per-example signal "
+                              "whose cluster means set the quotas (e.g. nll)")
+        costs, limit = self._budget(pool)
+        k = self.clusters or default_clusters(len(pool))
+        if not 1 <= k <= len(pool):
+            raise CurateError(f"--clusters {k} must be between 1 and the pool size {len(pool)}")
+        score = pool.values(self.quality, "quality") if self.quality else None
+        X = pool.embeddings()
+        result = km.kmeans(X, k, iters=self.iters, seed=self.seed)
+        self.labels_, self.cluster_centers_ = result.labels, result.centroids
+        gains = None
+        if self.strategy == "balanced":
+            order, reasons = km.balanced_sample(result.labels, costs, limit, score, self.seed)
+        elif self.strategy == "proportional":
+            order, reasons = km.proportional_sample(result.labels, costs, limit, score, self.seed)
+        elif self.strategy == "sensitivity":
+            order, reasons, gains = km.sensitivity_sample(X, result, costs, limit, self.seed,
+                                                          self.alpha)
+        else:
+            quality = km.cluster_means(result.labels, score, result.k)
+            order, reasons = km.refine_quotas(result.labels, quality, costs, limit,
+                                              self.temperature, score, self.seed)
+        if gains is None:
+            gains = score[order] if score is not None else np.zeros(len(order))
+        return self._selected(pool, order, gains, reasons)
+
+
+class FacilityLocationSelector(Selector):
+    """Submodular coverage: each pool example is represented by its most similar pick
+    (cosine over a sparse k-NN graph built with FAISS, so memory grows with n x
+    `neighbors`), plus an optional modular quality term. Lazy greedy by default;
+    `optimizer=stochastic` for very large pools."""
+
+    name = "facility-location"
+
+    def __init__(self, budget: Budget | str | None = None, quality: str | None = None,
+                 quality_weight: float | None = None, neighbors: int = 32,
+                 optimizer: str = "lazy", epsilon: float = 0.01, graph: str = "auto",
+                 seed: int = 0):
+        self.budget = budget
+        self.quality = quality
+        self.quality_weight = quality_weight
+        self.neighbors = neighbors
+        self.optimizer = optimizer
+        self.epsilon = epsilon
+        self.graph = graph
+        self.seed = seed
+
+    def fit(self, pool: Pool) -> "FacilityLocationSelector":
+        from curate.selectors.graph import knn_graph
+        from curate.selectors.submodular import facility_location
+
+        costs, limit = self._budget(pool)
+        quality, weight = _quality(pool, self.quality, self.quality_weight)
+        X = pool.embeddings()
+        try:
+            graph = knn_graph(X, k=min(self.neighbors, len(pool)), method=self.graph,
+                              seed=self.seed)
+            order, gains = facility_location(costs=costs, limit=limit, graph=graph,
+                                             quality=quality, quality_weight=weight,
+                                             optimizer=self.optimizer, epsilon=self.epsilon,
+                                             seed=self.seed)
+        except ValueError as e:
+            raise CurateError(f"facility-location: {e}") from None
+        return self._selected(pool, order, gains, [f"gain {g:.4g}" for g in gains])
+
+
+class LogDeterminantSelector(Selector):
+    """Submodular log-determinant (DPP MAP, fast greedy by incremental Cholesky):
+    picks that span the embedding space, optionally weighted by quality. Memory is
+    n x budget floats: for large pools prefer facility-location."""
+
+    name = "log-det"
+
+    def __init__(self, budget: Budget | str | None = None, quality: str | None = None,
+                 quality_weight: float | None = None, ridge: float = 1.0):
+        self.budget = budget
+        self.quality = quality
+        self.quality_weight = quality_weight
+        self.ridge = ridge
+
+    def fit(self, pool: Pool) -> "LogDeterminantSelector":
+        from curate.selectors.submodular import log_determinant
+
+        costs, limit = self._budget(pool)
+        quality, weight = _quality(pool, self.quality, self.quality_weight)
+        try:
+            order, gains = log_determinant(pool.embeddings(), costs, limit, quality=quality,
+                                           quality_weight=weight, ridge=self.ridge)
+        except ValueError as e:
+            raise CurateError(f"log-det: {e}") from None
+        return self._selected(pool, order, gains, [f"log-det gain {g:.4g}" for g in gains])
+
+
+def _quality(pool: Pool, expr: str | None, weight: float | None
+             ) -> tuple[np.ndarray | None, float]:
+    """Quality values (NaN -> the pool's lowest) and their weight (1.0 by default)."""
+    if not expr:
+        if weight:
+            raise CurateError("--quality-weight needs --quality, the score to weight")
+        return None, 0.0
+    q = pool.values(expr, "quality")
+    if np.isnan(q).all():
+        raise CurateError(f"quality `{expr}` is null for every pool example\n  fix: run the "
+                          "scorer it comes from, or choose another score")
+    return np.where(np.isnan(q), np.nanmin(q), q), 1.0 if weight is None else float(weight)
