@@ -33,11 +33,12 @@ def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *
     fewer than k neighbours found (k > n, or an approximate index that returned less)
     is padded with idx -1 and sim -inf.
 
-    method: "flat" is exact (`IndexFlatIP`); "ivf" is `IndexIVFFlat` with about
-    4*sqrt(n) lists trained on a sample; "hnsw" is `IndexHNSWFlat` (CPU only);
+    method: "flat" is exact (`IndexFlatIP`); "ivf" is `IndexIVFFlat` with 2*sqrt(n)
+    lists trained on 20 sampled rows per list; "hnsw" is `IndexHNSWFlat` (CPU only);
     "auto" is flat up to 20,000 rows and ivf above. For ivf and hnsw the search
-    breadth (nprobe / efSearch) is the smallest power of two whose recall@k,
+    breadth (nprobe / efSearch) is the smallest step of a ~1.4x ladder whose recall@k,
     measured against exact search on 500 sampled rows, reaches `target_recall`.
+    Searches run in chunks of rows, so memory beyond the index is O(n * k).
     """
     import faiss
 
@@ -146,8 +147,12 @@ def _tune_search_breadth(index, method: str, X: np.ndarray, k: int, target: floa
 
 def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of each row of `exact` that appears in the same row of `found`."""
-    hits = (exact[:, :, None] == found[:, None, :]) & (exact[:, :, None] >= 0)
-    return float(hits.any(axis=2).sum() / max(1, (exact >= 0).sum()))
+    step = max(1, 10_000_000 // (exact.shape[1] * found.shape[1]))  # rows per comparison block
+    hits = 0
+    for a in range(0, len(exact), step):
+        e, f = exact[a:a + step], found[a:a + step]
+        hits += int(((e[:, :, None] == f[:, None, :]).any(axis=2) & (e >= 0)).sum())
+    return hits / max(1, int((exact >= 0).sum()))
 
 
 def _with_self_first(I: np.ndarray, D: np.ndarray, rows: np.ndarray,

@@ -137,7 +137,7 @@ def _symmetric_csr(idx: np.ndarray, sim: np.ndarray,
     vals = np.concatenate([vals, vals])
     order = np.argsort(key, kind="stable")
     key, vals = key[order], vals[order]
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    first = np.flatnonzero(np.diff(key, prepend=-1))  # keys are >= 0
     vals = np.maximum.reduceat(vals, first) if len(first) else vals
     key = key[first]
     indptr = np.zeros(n + 1, dtype=np.int64)
@@ -197,7 +197,7 @@ def _sampled_greedy(cover: _Coverage, costs: np.ndarray, limit: float, by_ratio:
     concluding that the objective is saturated.
     """
     alive = costs <= limit
-    most = costs.max()
+    dearest = costs.max()
     order: list[int] = []
     picked: list[float] = []
     spent = 0.0
@@ -219,7 +219,7 @@ def _sampled_greedy(cover: _Coverage, costs: np.ndarray, limit: float, by_ratio:
         picked.append(float(gains[best]))
         alive[j] = False
         spent += costs[j]
-        if spent + most > limit:
+        if spent + dearest > limit:
             alive &= spent + costs <= limit
     return np.array(order, dtype=np.int64), np.array(picked, dtype=np.float64)
 
@@ -360,6 +360,8 @@ def _fill(order: np.ndarray, gains: np.ndarray, costs: np.ndarray, limit: float,
 
 def _best_of_knapsack(run: Callable[[bool], Selection], costs: np.ndarray) -> Selection:
     """run(by_ratio=False) with equal costs; else the better of cost-benefit and plain greedy."""
+    if not len(costs):
+        return np.empty(0, dtype=np.int64), np.empty(0)
     if (costs == costs[0]).all():
         return run(False)
     ratio, plain = run(True), run(False)
