@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 
 CURATE := $(VENV)/bin/curate
 
-# The main job on the sample corpus in data/: ingest, stats, SQL, scoring, an export.
+# The main job on the sample corpus in data/: ingest, stats, SQL, scoring, selection, exports.
 demo: install
 	$(CURATE) ingest data --store $(DEMO_STORE)
 	$(CURATE) stats --store $(DEMO_STORE)
@@ -43,8 +43,16 @@ demo: install
 	  LIMIT 5" --store $(DEMO_STORE)
 	$(CURATE) export --store $(DEMO_STORE) --format messages --out demo-out/train.messages.jsonl \
 	  --where "kind <> 'trace' OR outcome.success"
+	$(CURATE) select --recipe selectors/kmeans-balanced.yaml --budget 10% --name diverse-10pct \
+	  --overwrite --store $(DEMO_STORE)
+	$(CURATE) select random --budget 10% --name random-10pct --overwrite --store $(DEMO_STORE)
+	$(CURATE) selections --store $(DEMO_STORE)
+	$(CURATE) sql "SELECT selection, source, count(*) AS n FROM selection_members JOIN examples \
+	  USING (id) GROUP BY ALL ORDER BY selection, n DESC" --store $(DEMO_STORE)
+	$(CURATE) export --store $(DEMO_STORE) --selection diverse-10pct --format messages \
+	  --out demo-out/diverse-10pct.messages.jsonl
 	@echo "store: $(DEMO_STORE)/ (open $(DEMO_STORE)/catalog.duckdb with duckdb);" \
-	  "export: demo-out/train.messages.jsonl"
+	  "exports: demo-out/"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -320,13 +320,13 @@ def test_recipe_errors_name_the_line(tmp_path):
 def test_recipe_runs_filter_then_select(pool_store, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("description: short gsm8k answers, longest first\n"
-                      "where: \"source = 'gsm8k'\"\n"
+                      "where: \"source IN ('gsm8k', 'planted')\"\n"
                       "budget: 8\n"
                       "steps:\n"
                       "  - filter: \"response_tokens < 150\"\n"
                       "  - select: longest\n")
     sel = select(pool_store, load_recipe(recipe), "recipe-longest")
-    pool = Pool(pool_store, "source = 'gsm8k'")
+    pool = Pool(pool_store, "source IN ('gsm8k', 'planted')")
     toks = dict(zip(pool.ids, pool.values("response_tokens")))
     expect = sorted((t for t in toks.values() if t < 150), reverse=True)[:8]
     assert [toks[i] for i in sel.ids] == expect
@@ -334,7 +334,11 @@ def test_recipe_runs_filter_then_select(pool_store, tmp_path):
                            "manifest.json").read_text())
     assert manifest["method"] == "recipe" and manifest["recipe"] == recipe.read_text()
     steps = manifest["params"]["steps"]
-    assert steps[0]["rows_in"] == PER_SOURCE and steps[1]["rows_out"] == 8
+    assert steps[0]["rows_in"] == PER_SOURCE + N_PLANTED and steps[1]["rows_out"] == 8
+    # a fraction is of the starting pool, not of what the filters left
+    frac = select(pool_store, load_recipe(recipe, budget="5%"), "recipe-longest",
+                  overwrite=True)
+    assert len(frac.ids) == round(0.05 * (PER_SOURCE + N_PLANTED)) == round(0.05 * len(pool))
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "selectors").glob("*.yaml")),

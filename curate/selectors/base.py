@@ -98,13 +98,16 @@ class Budget:
                     f"budget {self} is larger than the pool: {n} examples hold "
                     f"{int(total)} tokens\n  fix: lower the budget or widen the pool")
             return costs, self.value
-        if self.kind == "fraction":
-            k = max(1, int(round(self.value * n)))
-        else:
-            k = int(self.value)
-            if k > n:
-                raise CurateError(f"budget {self} is larger than the pool of {n} examples\n"
-                                  "  fix: lower the budget or widen the pool")
+        k = max(1, int(round(self.value * pool.start_size))) if self.kind == "fraction" \
+            else int(self.value)
+        if k > n:
+            if self.kind == "fraction":
+                raise CurateError(
+                    f"budget {self} of the starting pool ({pool.start_size} examples) is {k} "
+                    f"examples, more than the {n} left after the earlier steps\n  fix: lower "
+                    "the budget or loosen the filters")
+            raise CurateError(f"budget {self} is larger than the pool of {n} examples\n"
+                              "  fix: lower the budget or widen the pool")
         return np.ones(n, np.float64), float(k)
 
 
@@ -160,11 +163,15 @@ class Pool:
         self._con = store.connect()
         self._columns = self._score_columns()
         self._cache: dict[str, np.ndarray] = {}  # columns over the root pool's rows
-        self.token_source: str | None = None
         sql = f"SELECT id FROM ({self.relation()})" + (f" WHERE ({where})" if where else "")
         ids = self._query(sql + " ORDER BY id", "the --where filter")["id"]
         self._root_ids = np.asarray(ids.to_pylist(), dtype=object)
         self.rows = np.arange(len(self._root_ids))  # this pool's rows of the root pool
+
+    @property
+    def start_size(self) -> int:
+        """Size of the pool before any recipe step narrowed it: fractions refer to it."""
+        return len(self._root_ids)
 
     @property
     def ids(self) -> np.ndarray:
@@ -181,31 +188,33 @@ class Pool:
         return sub
 
     # -- SQL over pairs + scores
-    def _score_columns(self) -> dict[str, tuple[str, str]]:
-        """Expression name -> (view, column) for every scalar score column: always as
-        `<scorer>_<column>`, and as the bare column name too unless pairs has it; for a
-        name two scorers share, the bare one is the lm scorer's (the model's tokenizer
-        and template), else the first by scorer name. Running another scorer later
-        never takes a name away."""
-        out: dict[str, tuple[str, str]] = {}
-        bare: dict[str, tuple[str, str]] = {}
-        views = sorted(self._views, key=lambda v: (v != "scores_lm", v))
-        for view in views:
+    def _score_columns(self) -> dict[str, list[tuple[str, str]]]:
+        """Expression name -> the (view, column) pairs it reads. Every scalar score
+        column is `<scorer>_<column>`; its bare name (unless pairs has it) reads the
+        first scorer that has a value, the lm scorer first (the model's tokenizer and
+        template), then by scorer name. Running another scorer never takes a name away."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        bare: dict[str, list[tuple[str, str]]] = {}
+        for view in sorted(self._views, key=lambda v: (v != "scores_lm", v)):
             scorer = view.removeprefix("scores_")
             for name, dtype, *_ in self._con.execute(f"DESCRIBE {view}").fetchall():
                 if name in _META_COLUMNS or "[" in dtype or dtype.startswith("STRUCT"):
                     continue
-                out[f"{scorer}_{name}"] = (view, name)
+                out[f"{scorer}_{name}"] = [(view, name)]
                 if name not in BASE_COLUMNS:
-                    bare.setdefault(name, (view, name))
+                    bare.setdefault(name, []).append((view, name))
         return {**bare, **out}
 
     def relation(self) -> str:
         """SQL of pairs joined with every scalar score column."""
-        cols = "".join(f", {v.removeprefix('scores_')}.{c} AS {alias}"
-                       for alias, (v, c) in self._columns.items())
+        cols = ""
+        for alias, sources in self._columns.items():
+            refs = [f"{view.removeprefix('scores_')}.{col}" for view, col in sources]
+            expr = refs[0] if len(refs) == 1 else f"coalesce({', '.join(refs)})"
+            cols += f", {expr} AS {alias}"
+        used = {v for srcs in self._columns.values() for v, _ in srcs}
         joins = "".join(f" LEFT JOIN {v} AS {v.removeprefix('scores_')} USING (id)"
-                        for v in self._views if any(v == cv for cv, _ in self._columns.values()))
+                        for v in self._views if v in used)
         return f"SELECT p.*{cols} FROM pairs p{joins}"
 
     def columns(self) -> list[str]:
@@ -298,22 +307,22 @@ class Pool:
 
     def tokens(self) -> np.ndarray:
         """Tokens per example (prompt + response) for token budgets: from the lm scorer
-        (chat template included), else from the heuristics scorer's tokenizer counts."""
-        for scorer in ("lm", "heuristics"):
-            if f"scores_{scorer}" in self._views:
-                break
-        else:
+        (chat template included) where it scored the row, else from the heuristics
+        scorer's tokenizer counts."""
+        have = [s for s in ("lm", "heuristics") if f"scores_{s}" in self._views]
+        if not have:
             raise CurateError("a token budget needs token counts and the store has none\n"
                               "  fix: run `curate score lm` (or the faster "
                               "`curate score heuristics`) first")
-        self.token_source = scorer
-        expr = f"{scorer}_prompt_tokens + {scorer}_response_tokens"
+        expr = "coalesce(" + ", ".join(f"{s}_prompt_tokens + {s}_response_tokens"
+                                       for s in have) + ")"
         t = self.values(expr, "token count")
         if np.isnan(t).any():
             raise CurateError(
                 f"{int(np.isnan(t).sum())} of {len(t)} pool examples have no token count "
                 f"(not scored yet, or skipped by the scorer)\n  fix: run `curate score "
-                f"{scorer}` again, or narrow the pool with --where \"{expr} IS NOT NULL\"")
+                f"heuristics` again (it scores only what is missing), or narrow the pool "
+                f"with --where \"response_tokens IS NOT NULL\"")
         return np.maximum(t, 1.0)
 
     def sources(self) -> np.ndarray:

@@ -99,9 +99,8 @@ class ThresholdSelector(Selector):
 
 def response_length(pool: Pool) -> tuple[np.ndarray, str]:
     """Response length in tokens when a scorer counted them, else in characters."""
-    for expr in ("lm_response_tokens", "heuristics_response_tokens"):
-        if expr in pool.columns():
-            return pool.values(expr), expr
+    if "response_tokens" in pool.columns():
+        return pool.values("response_tokens"), "response_tokens"
     return pool.values("length(response)"), "response characters"
 
 
