@@ -306,3 +306,22 @@ def test_exact_dedup_on_normalized_text():
     preferred = exact_dedup(keys, keep_score=np.array([0.1, 0.9, 0.9, 0, 0, 0]))
     np.testing.assert_array_equal(preferred.keep, [False, True, False, True, True, False])
     assert preferred.duplicate_of[0] == 1 and preferred.duplicate_of[2] == 1
+
+
+def test_boundary_pass_finds_twins_that_kmeans_split():
+    from curate.selectors.dedup import semantic_dedup
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 16)).astype(np.float32)
+    X[1] = X[0] + 0.01 * rng.standard_normal(16).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    labels = np.r_[0, 1, np.arange(38) % 2].astype(np.int64)  # the twins in two clusters
+    second = 1 - labels
+    alone = semantic_dedup(X, labels, 0.95)
+    assert alone.keep[:2].all()  # within-cluster SemDeDup cannot see the pair
+    both = semantic_dedup(X, labels, 0.95, second_labels=second)
+    assert both.keep.sum() == 39 and not both.keep[1] and both.duplicate_of[1] == 0
+    keep_score = np.zeros(40)
+    keep_score[1] = 1.0  # now the second twin is the better one to keep
+    flipped = semantic_dedup(X, labels, 0.95, keep_score, second_labels=second)
+    assert not flipped.keep[0] and flipped.duplicate_of[0] == 1

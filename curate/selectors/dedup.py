@@ -30,7 +30,8 @@ class DedupResult:
 
 
 def semantic_dedup(X: np.ndarray, labels: np.ndarray, threshold: float = 0.95,
-                   keep_score: np.ndarray | None = None, chunk: int = 4096) -> DedupResult:
+                   keep_score: np.ndarray | None = None, chunk: int = 4096,
+                   second_labels: np.ndarray | None = None) -> DedupResult:
     """SemDeDup (Abbas et al. 2023): drop near-duplicates within each k-means cluster.
 
     Members of a cluster are walked best `keep_score` first (higher = better to keep;
@@ -41,6 +42,12 @@ def semantic_dedup(X: np.ndarray, labels: np.ndarray, threshold: float = 0.95,
     ones survives, so chains A~B~C do not cost C. Work is matrix products on blocks of at
     most `chunk` members (memory O(chunk^2) float32 per cluster, whatever its size).
     Rows of X are L2-normalized here if they are not already.
+
+    `second_labels` (each row's second nearest cluster, `kmeans.second_nearest`) adds a
+    boundary pass: a kept member is also compared with the kept members of its second
+    cluster, and dropped when one of them ranks better (keep score, then index) and is
+    within the threshold. Near duplicates that k-means split across a boundary are
+    caught at about the cost of the main pass.
     """
     X = np.ascontiguousarray(X, dtype=np.float32)
     labels = np.asarray(labels)
@@ -62,7 +69,52 @@ def semantic_dedup(X: np.ndarray, labels: np.ndarray, threshold: float = 0.95,
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         if hi - lo > 1:
             _dedup_cluster(X, grouped[lo:hi], threshold, chunk, keep, duplicate_of, similarity)
+    if second_labels is not None:
+        rank = np.empty(n, np.int64)
+        rank[np.lexsort((np.arange(n), -_score_key(keep_score, n)))] = np.arange(n)
+        _dedup_boundary(X, labels, np.asarray(second_labels), rank, threshold, chunk,
+                        keep, duplicate_of, similarity)
     return DedupResult(keep, duplicate_of, similarity)
+
+
+def _dedup_boundary(X: np.ndarray, labels: np.ndarray, second: np.ndarray, rank: np.ndarray,
+                    threshold: float, chunk: int, keep: np.ndarray, duplicate_of: np.ndarray,
+                    similarity: np.ndarray) -> None:
+    """Compare each kept row with the better-ranked kept rows of its second cluster."""
+    kept = np.flatnonzero(keep)
+    hosts_by = {int(c): m for c, m in _groups(labels[kept], kept)}
+    for c, guests in _groups(second[kept], kept):
+        hosts = hosts_by.get(int(c))
+        if hosts is None:
+            continue
+        hosts = hosts[keep[hosts]]  # some may have been dropped earlier in this pass
+        for g0 in range(0, len(guests), chunk):
+            g = guests[g0:g0 + chunk]
+            g = g[keep[g]]
+            best_sim = np.full(len(g), -np.inf, dtype=np.float32)
+            best_idx = np.full(len(g), -1, dtype=np.int64)
+            for h0 in range(0, len(hosts), chunk):
+                h = hosts[h0:h0 + chunk]
+                S = X[g] @ X[h].T
+                S[rank[h][None, :] > rank[g][:, None]] = -np.inf  # only better-ranked hosts
+                j = S.argmax(axis=1)
+                s = S[np.arange(len(g)), j]
+                better = s > best_sim
+                best_sim[better], best_idx[better] = s[better], h[j[better]]
+            dead = best_sim >= threshold
+            keep[g[dead]] = False
+            duplicate_of[g[dead]] = best_idx[dead]
+            similarity[g[dead]] = best_sim[dead]
+
+
+def _groups(keys: np.ndarray, items: np.ndarray):
+    """(key, items with that key) for each distinct key."""
+    order = np.argsort(keys, kind="stable")
+    keys, items = keys[order], items[order]
+    bounds = np.flatnonzero(np.r_[True, np.diff(keys) != 0, True])
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        if hi > lo:
+            yield keys[lo], items[lo:hi]
 
 
 def normalized_text_key(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -46,7 +46,8 @@ def _keep_score(pool: Pool, keep: str | None) -> np.ndarray | None:
 class SemanticDeduplicator(_Deduplicator):
     """SemDeDup (Abbas et al. 2023): cluster the embeddings with k-means, and within each
     cluster drop every example whose cosine similarity to an already kept one is at or
-    above `threshold`."""
+    above `threshold`; then a boundary pass against each example's second nearest
+    cluster catches the near duplicates k-means split apart."""
 
     name = "semdedup"
 
@@ -62,7 +63,7 @@ class SemanticDeduplicator(_Deduplicator):
 
     def fit(self, pool: Pool) -> "SemanticDeduplicator":
         from curate.selectors.dedup import semantic_dedup
-        from curate.selectors.kmeans import kmeans
+        from curate.selectors.kmeans import kmeans, second_nearest
 
         if not 0 < self.threshold <= 1:
             raise CurateError(f"semdedup threshold {self.threshold} must be in (0, 1]\n"
@@ -72,9 +73,10 @@ class SemanticDeduplicator(_Deduplicator):
         keep_score = _keep_score(pool, self.keep)
         X = pool.embeddings()
         k = self.clusters or max(1, default_clusters(len(pool)) // 4)
-        labels = kmeans(X, min(k, len(pool)), iters=self.iters, seed=self.seed).labels
-        result = semantic_dedup(X, labels, self.threshold, keep_score)
-        self.labels_ = labels
+        clusters = kmeans(X, min(k, len(pool)), iters=self.iters, seed=self.seed)
+        result = semantic_dedup(X, clusters.labels, self.threshold, keep_score,
+                                second_labels=second_nearest(X, clusters.centroids))
+        self.labels_ = clusters.labels
         return self._finish(pool, result, keep_score, f"kept: no other within cosine "
                                                       f"{self.threshold}")
 

@@ -102,6 +102,19 @@ def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: boo
     return KMeansResult(centroids, labels, distances, float(np.maximum(sq, 0.0).sum()))
 
 
+def second_nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Each row's second most similar centroid (inner product): the cluster across the
+    boundary, where a near duplicate split from its twin by k-means usually landed."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, dtype=np.float32))
+    if len(centroids) < 2:
+        return np.zeros(len(X), np.int64)
+    _, nearest = index.search(np.ascontiguousarray(X, dtype=np.float32), 2)
+    return nearest[:, 1].astype(np.int64)
+
+
 # ----------------------------------------------------------------------------- samplers
 def balanced_sample(labels: np.ndarray, costs: np.ndarray, limit: float,
                     score: np.ndarray | None = None, seed: int = 0
