@@ -187,7 +187,7 @@ def table(results: dict[str, dict]) -> str:
     if r := results.get("semdedup"):
         for key in ("n", "k", "threshold", "kmeans_seconds", "dedup_seconds",
                     "docs_per_second", "planted_pairs", "recall",
-                    "recall_within_clusters_only",
+                    "recall_within_clusters_only", "recall_strict",
                     "pairs_split_across_clusters", "dropped", "non_planted_drops"):
             row("semdedup", key, r[key])
     return "\n".join(lines)
