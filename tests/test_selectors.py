@@ -373,3 +373,18 @@ def test_cli_select_list_and_errors(pool_store):
     assert "cli-top" not in [s["name"] for s in list_selections(pool_store)]
     assert rows(pool_store, "SELECT count(*) FROM selection_members "
                             "WHERE selection = 'cli-top'") == [(0,)]
+
+
+@pytest.mark.parametrize("recipe", ["kmeans-balanced.yaml", "longest-clean.yaml", "dedup.yaml"])
+def test_shipped_recipes_run_on_real_rows(pool_store, recipe):
+    budget = [] if recipe == "dedup.yaml" else ["--budget", "10%"]
+    done = cli("select", "--recipe", f"selectors/{recipe}", *budget, "--name",
+               f"shipped-{recipe}", "--overwrite", "--json", store=pool_store)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(done.stdout)
+    if not budget:  # ends with dedup and no budget: everything that is not a duplicate
+        assert manifest["size"] + manifest["dropped"] == manifest["pool_size"]
+    else:
+        assert manifest["size"] == round(0.1 * manifest["pool_size"])
+    assert manifest["dropped"] >= N_PLANTED  # the planted near copies go in the dedup steps
+    assert [s for s in manifest["params"]["steps"]][-1]["rows_out"] == manifest["size"]

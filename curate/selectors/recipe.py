@@ -154,7 +154,7 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
         steps.append(Step(kind, method=str(body["method"]), params=params, line=line))
     last = steps[-1]
     if budget is not None or data.get("budget") is not None:
-        if last.kind == "select" and (budget is not None or "budget" not in last.params):
+        if budget is not None or "budget" not in last.params:
             last.params["budget"] = budget if budget is not None else data["budget"]
     plan = Plan(steps, where=data.get("where"), embed=data.get("embed"), text=text,
                 source=str(path))
