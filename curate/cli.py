@@ -478,6 +478,131 @@ def selections(
                          "created_at"])
 
 
+# ---------------------------------------------------------------- finetune / evaluate
+ModelOpt = Annotated[str, typer.Option(
+    help="Registry name (see `curate models`) or a local Hugging Face folder.")]
+
+
+@app.command()
+def finetune(
+    selection: Annotated[str, typer.Option(help="The saved selection to train on.")],
+    model: ModelOpt = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    epochs: Annotated[float, typer.Option(help="Passes over the selection.")] = 1.0,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Optimizer steps (overrides --epochs).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Learning rate [default: 2e-4 for lora, 5e-5 for full].")] = None,
+    batch_tokens: Annotated[int, typer.Option(
+        help="Padded tokens per micro-batch (length-grouped).")] = 4096,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Longest training sequence.")] = 1024,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune a causal LM on a selection (loss on assistant tokens only; token masks
+    honoured). The run lands in <store>/runs/<id>/ and the `runs` view; rerunning the
+    same command resumes from the last checkpoint, or returns the finished run."""
+    from curate.finetune.train import TrainConfig, finetune as run_finetune
+
+    config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
+                         lr=lr, batch_tokens=batch_tokens, grad_accum=grad_accum,
+                         max_tokens=max_tokens, seed=seed, device=device)
+    with _CountProgress("finetune (steps)", quiet=as_json) as progress:
+        report = run_finetune(_store(store).require(), selection, config, progress=progress)
+    info = {k: v for k, v in report.__dict__.items() if k != "losses"}
+    if as_json:
+        print(json.dumps(info, default=str))
+    else:
+        console.print(f"run {report.run_id}: " + ", ".join(
+            f"{k} {v}" for k, v in info.items() if k != "run_id"))
+        console.print(f"  evaluate: curate evaluate --run {report.run_id} --target TARGET")
+
+
+@app.command()
+def evaluate(
+    target: Annotated[str, typer.Option(
+        help="A selection, a source (source:NAME), or a file of any ingest format.")],
+    run: Annotated[str | None, typer.Option(
+        help="A finished run id (see the `runs` view) [default: the base model].")] = None,
+    model: ModelOpt = "smollm2-135m",
+    accuracy: Annotated[bool, typer.Option(
+        help="Also exact-match accuracy of greedy answers where references have `#### N`.")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N target examples.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mean per-token NLL of the target's reference responses under a run (or the base
+    model), plus accuracy with --accuracy; saved in the `evals` view."""
+    import warnings
+
+    from curate.finetune.evaluate import evaluate as run_evaluate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_evaluate(_store(store).require(), target, run_id=run, model=model,
+                              accuracy=accuracy, device=device, limit=limit)
+    for w in caught:
+        err.print(f"[yellow]warning:[/] {_escape(str(w.message))}")
+    if as_json:
+        print(json.dumps(report.__dict__))
+    else:
+        acc = f", accuracy {report.accuracy:.3f} on {report.accuracy_examples}" \
+            if report.accuracy is not None else ""
+        console.print(f"{report.run_id} on {report.target}: NLL {report.nll:.4f} per token over "
+                      f"{report.tokens:,} tokens of {report.examples} examples{acc}"
+                      f"{' (cached)' if report.cached else ''}")
+
+
+@app.command()
+def compare(
+    target: Annotated[str, typer.Option(help="As for `curate evaluate`.")],
+    selections: Annotated[str, typer.Option(help="Comma-separated selection names.")],
+    seeds: Annotated[int, typer.Option(help="Training seeds per selection.")] = 3,
+    baseline: Annotated[str | None, typer.Option(
+        help="Arm the others are tested against [default: the first named random*].")] = None,
+    model: ModelOpt = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per run.")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    batch_tokens: Annotated[int, typer.Option()] = 4096,
+    accuracy: Annotated[bool, typer.Option(help="Also exact-match accuracy (slow).")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune on each selection (same hyper-parameters, several seeds), evaluate on
+    the target, and print the leaderboard: mean ± std NLL, delta vs the baseline with
+    Welch's t-test p, accuracy, wall time. Writes leaderboard.json and .png."""
+    import warnings
+
+    from curate.finetune.compare import compare as run_compare, format_board
+    from curate.finetune.train import TrainConfig
+
+    config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
+                         lr=lr, batch_tokens=batch_tokens)
+    names = [s.strip() for s in selections.split(",") if s.strip()]
+    with err.status("compare", spinner="dots") if not as_json and err.is_terminal \
+            else _nullcontext() as status, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        board = run_compare(_store(store).require(), target, names, seeds=seeds, config=config,
+                            baseline=baseline, accuracy=accuracy,
+                            progress=(lambda s: status.update(s)) if status else None)
+    for w in caught:
+        err.print(f"[yellow]warning:[/] {_escape(str(w.message))}")
+    if as_json:
+        print(json.dumps(board, default=str))
+        return
+    _print_rows(format_board(board), title=f"target {target}: NLL per token (lower is better)")
+    for note in board["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"leaderboard: {board['path']}/leaderboard.json and leaderboard.png")
+
+
 # ---------------------------------------------------------------- models
 @app.command()
 def models(as_json: JsonOpt = False) -> None:

@@ -92,6 +92,60 @@ SELECTION_DROPPED_SCHEMA = pa.schema(
     ]
 )
 
+# A fine-tuning run (runs/<run_id>/run.parquet, written when it finishes) and the
+# evaluations of runs or base models on targets (evals/<eval_id>/...).
+RUN_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("selection", pa.string()),
+        pa.field("model", pa.string()),
+        pa.field("method", pa.string()),  # lora | full
+        pa.field("seed", pa.int64()),
+        pa.field("steps", pa.int64()),
+        pa.field("epochs", pa.float64()),
+        pa.field("examples", pa.int64()),
+        pa.field("tokens", pa.int64()),  # trained tokens per epoch
+        pa.field("final_loss", pa.float64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("status", pa.string()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("curate_version", pa.string()),
+        pa.field("config", pa.string()),  # JSON
+        pa.field("path", pa.string()),
+    ]
+)
+
+EVAL_SCHEMA = pa.schema(
+    [
+        pa.field("eval_id", pa.string()),
+        pa.field("run_id", pa.string()),  # "base" for the untouched model
+        pa.field("model", pa.string()),
+        pa.field("target", pa.string()),
+        pa.field("target_fingerprint", pa.string()),
+        pa.field("examples", pa.int64()),  # scored target examples
+        pa.field("tokens", pa.int64()),  # scored reference tokens
+        pa.field("nll", pa.float64()),  # mean per-token NLL of the reference responses
+        pa.field("accuracy", pa.float64()),  # exact match where answers are extractable
+        pa.field("accuracy_examples", pa.int64()),
+        pa.field("overlap", pa.int64()),  # target examples also in the run's training data
+        pa.field("seconds", pa.float64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("curate_version", pa.string()),
+    ]
+)
+
+EVAL_EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("eval_id", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("nll", pa.float64()),  # mean over the example's response tokens
+        pa.field("tokens", pa.int64()),
+        pa.field("correct", pa.bool_()),  # null without an accuracy check
+        pa.field("reason", pa.string()),  # why it was not scored
+    ]
+)
+
 # Separators that cannot occur in normal text keep the hash input unambiguous.
 _FIELD_SEP = "\x1f"
 _TURN_SEP = "\x1e"

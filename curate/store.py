@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import StoreError
-from curate.schema import (DUPLICATE_SCHEMA, EXAMPLE_SCHEMA, QUARANTINE_SCHEMA,
-                           SELECTION_DROPPED_SCHEMA, SELECTION_MEMBER_SCHEMA,
-                           SELECTION_SCHEMA)
+from curate.schema import (DUPLICATE_SCHEMA, EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA, EXAMPLE_SCHEMA,
+                           QUARANTINE_SCHEMA, RUN_SCHEMA, SELECTION_DROPPED_SCHEMA,
+                           SELECTION_MEMBER_SCHEMA, SELECTION_SCHEMA)
 
 STORE_FORMAT = 1
 DEFAULT_STORE = "curate-store"
@@ -70,6 +70,9 @@ VIEWS: dict[str, tuple[str, pa.Schema]] = {
     "selections": ("selections/*/manifest.parquet", SELECTION_SCHEMA),
     "selection_members": ("selections/*/members.parquet", SELECTION_MEMBER_SCHEMA),
     "selection_dropped": ("selections/*/dropped.parquet", SELECTION_DROPPED_SCHEMA),
+    "runs": ("runs/*/run.parquet", RUN_SCHEMA),
+    "evals": ("evals/*/eval.parquet", EVAL_SCHEMA),
+    "eval_examples": ("evals/*/examples.parquet", EVAL_EXAMPLE_SCHEMA),
 }
 
 

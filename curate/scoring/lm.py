@@ -66,10 +66,24 @@ class LMScorer(Scorer):
         enc = tok([head, tail], add_special_tokens=False)["input_ids"]
         return enc[0], enc[1][:1]
 
-    def score(self, batch: pa.Table) -> pa.Table:
-        model, tok, (u_prefix, _) = self._load()
+    @classmethod
+    def with_model(cls, model, tokenizer, max_tokens: int = 2048,
+                   batch_tokens: int = 16384) -> "LMScorer":
+        """A scorer over an already loaded model (evaluation of a fine-tuned run)."""
+        scorer = cls.__new__(cls)
+        Scorer.__init__(scorer, model=None, params={"max_tokens": max_tokens})
+        scorer.max_tokens = min(max_tokens, getattr(model.config, "max_position_embeddings",
+                                                    None) or max_tokens)
+        scorer.batch_tokens = batch_tokens
+        scorer._lm = (model, tokenizer, scorer._uncond_prefix(tokenizer))
+        return scorer
+
+    def _encode(self, messages_list: list) -> tuple[list, list, list, list, list, list]:
+        """Token sequences of every example: (cond, spans, uncond, spans_u, truncated,
+        reasons); spans are where the scored response starts."""
+        _, tok, (u_prefix, _) = self._load()
         heads, responses, ends, reasons = [], [], [], []
-        for messages in batch["messages"].to_pylist():
+        for messages in messages_list:
             last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
                        default=None)
             response = messages[last]["content"] if last is not None else ""
@@ -104,6 +118,22 @@ class LMScorer(Scorer):
             uncond.append(u + r)
             spans_u.append(len(u))
             truncated.append(cut)
+        return cond, spans, uncond, spans_u, truncated, reasons
+
+    def response_nll(self, messages_list: list) -> tuple[np.ndarray, np.ndarray, list]:
+        """Mean NLL of each example's response given its prompt (the conditional pass
+        only), its scored token count (0 when skipped), and the skip reasons."""
+        model, tok, _ = self._load()
+        cond, spans, _, _, _, reasons = self._encode(messages_list)
+        nll, _, _ = self._token_losses(model, tok, cond, spans, reasons, with_entropy=False)
+        counts = np.array([len(c) - s if r is None else 0
+                           for c, s, r in zip(cond, spans, reasons)], np.int64)
+        return nll, counts, reasons
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        model, tok, _ = self._load()
+        cond, spans, uncond, spans_u, truncated, reasons = self._encode(
+            batch["messages"].to_pylist())
         n = batch.num_rows
         nll, ent, losses = self._token_losses(model, tok, cond, spans, reasons, with_entropy=True)
         nll_u, _, _ = self._token_losses(model, tok, uncond, spans_u, reasons, with_entropy=False)

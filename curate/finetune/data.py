@@ -1,0 +1,182 @@
+"""SFT examples: chat-template token ids with labels on assistant tokens only, and
+length-grouped batches.
+
+Every assistant turn is trained: its content tokens plus the token right after them,
+the end-of-turn marker (`<|im_end|>` in ChatML), so the model learns to stop. All other
+tokens (system, user and tool turns, role headers, padding) get label -100. Labels are
+aligned with `input_ids` as in Hugging Face models: position t-1 predicts `labels[t]`.
+
+Assistant spans are found in characters, then mapped to tokens: the conversation is
+rendered once; for each assistant turn the prefix up to it is rendered with a sentinel
+as the content, and the text before the sentinel must be a prefix of the full text
+(templates that rewrite earlier turns once later ones follow fail with a clear error).
+The full text is tokenized once with offsets, so tokens are exactly those the model sees
+in context (the same approach as TRL's `assistant_only_loss`, without needing
+`{% generation %}` markers in the template).
+
+Truncation keeps the end: tokens after the last trained one carry no loss and are
+dropped; a sequence still longer than `max_tokens` loses its oldest tokens (earlier
+turns, with their labels), but never the start of the last assistant turn; when that turn
+alone does not fit, it keeps one token of context and loses its tail (as the `lm`
+scorer does).
+
+Token masks (`token_masks`, produced by token cleaning):
+
+    token_masks[i] is a 1-D array of 0/1 (or bool) for example i (its index in
+    `messages_list`), one entry per trained token of its LAST assistant turn, in order:
+    the turn's content tokens as tokenized in the rendered conversation, then its
+    end-of-turn token. Its length must equal that count (else CurateError); for an
+    example the `lm` scorer did not truncate, this equals `response_tokens` and
+    `len(token_losses)` of `scores_lm` under the same tokenizer. Entries of 0 get label
+    -100 (not trained); the mask refers to the untruncated example. Earlier assistant
+    turns are always trained in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curate.errors import CurateError
+
+IGNORE = -100  # label of tokens that are not trained (torch cross_entropy's ignore_index)
+_SENTINEL = "\x00CURATE-RESPONSE\x00"
+_CHUNK = 1024  # texts tokenized per call: bounds the memory of Python token lists
+
+
+@dataclass
+class Example:
+    """One tokenized conversation: `labels` is `input_ids` with IGNORE on untrained
+    tokens; `index` is its position in the input list; `truncated` says tokens were cut."""
+
+    input_ids: np.ndarray  # int64
+    labels: np.ndarray  # int64
+    index: int
+    truncated: bool = False
+
+    @property
+    def trained_tokens(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+
+def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
+           token_masks: dict[int, np.ndarray] | None = None) -> list[Example]:
+    """Tokenize conversations for SFT with loss on assistant tokens only.
+
+    Examples left with no trained token (no assistant content, everything masked) are
+    skipped: `len(messages_list) - len(result)` of them; `Example.index` says which
+    input each result came from.
+    """
+    if max_tokens < 2:
+        raise CurateError(f"max_tokens={max_tokens} leaves no room for a prompt and a "
+                          "response\n  fix: use max_tokens >= 2 (e.g. 1024)")
+    token_masks = token_masks or {}
+    out: list[Example] = []
+    for lo in range(0, len(messages_list), _CHUNK):
+        chunk = messages_list[lo:lo + _CHUNK]
+        rendered = [_render(tokenizer, messages, lo + k) for k, messages in enumerate(chunk)]
+        enc = tokenizer([text for text, _ in rendered], add_special_tokens=False,
+                        return_offsets_mapping=True)
+        if "offset_mapping" not in enc:
+            raise CurateError("the tokenizer gives no character offsets, so assistant tokens "
+                              "cannot be located\n  fix: use a model with a fast (Rust) "
+                              "tokenizer (tokenizer.json)")
+        for k, (_, spans) in enumerate(rendered):
+            index = lo + k
+            example = _label(np.asarray(enc["input_ids"][k], np.int64),
+                             np.asarray(enc["offset_mapping"][k], np.int64).reshape(-1, 2),
+                             spans, max_tokens, token_masks.get(index), index)
+            if example is not None:
+                out.append(example)
+    return out
+
+
+def _render(tokenizer, messages: list[dict], index: int) -> tuple[str, list[tuple[int, int]]]:
+    """The conversation's template text and the character span of every non-empty
+    assistant content in it."""
+    turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages]
+    text = _template(tokenizer, turns, index)
+    spans = []
+    for j, turn in enumerate(turns):
+        if turn["role"] != "assistant" or not turn["content"]:
+            continue
+        probe = _template(tokenizer, turns[:j] + [{"role": "assistant", "content": _SENTINEL}],
+                          index)
+        head, found, _ = probe.rpartition(_SENTINEL)
+        start, end = len(head), len(head) + len(turn["content"])
+        if not found or not text.startswith(head) or text[start:end] != turn["content"]:
+            raise CurateError(
+                f"example {index}: the chat template renders assistant turn {j} differently "
+                "inside the full conversation than after its prefix (it rewrites or drops "
+                "earlier turns, or changes assistant content), so its tokens cannot be "
+                "located\n  fix: use a model whose template renders a conversation as the "
+                "concatenation of its turns (ChatML, Llama 3), or train on single-turn "
+                "examples")
+        spans.append((start, end))
+    return text, spans
+
+
+def _template(tokenizer, turns: list[dict], index: int) -> str:
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(turns, tokenize=False)
+    except (TemplateError, ValueError) as exc:  # no template, or one that rejects the turns
+        raise CurateError(f"example {index}: the tokenizer's chat template cannot render it: "
+                          f"{exc}\n  fix: use a model with a chat template that accepts these "
+                          "roles (system, user, assistant, tool) in this order") from None
+
+
+def _label(ids: np.ndarray, offsets: np.ndarray, spans: list[tuple[int, int]],
+           max_tokens: int, mask: np.ndarray | None, index: int) -> Example | None:
+    labels = np.full(len(ids), IGNORE, np.int64)
+    last: np.ndarray = np.zeros(0, np.int64)  # trained positions of the last assistant turn
+    for a, b in spans:
+        inside = np.flatnonzero((offsets[:, 0] < b) & (offsets[:, 1] > a))
+        if len(inside) and inside[-1] + 1 < len(ids):
+            inside = np.append(inside, inside[-1] + 1)  # the end-of-turn token
+        labels[inside] = ids[inside]
+        last = inside
+    if mask is not None:
+        mask = np.asarray(mask).reshape(-1)
+        if len(mask) != len(last):
+            raise CurateError(
+                f"token mask of example {index} has {len(mask)} entries, but its last "
+                f"assistant turn has {len(last)} trained tokens (content + end-of-turn)\n  "
+                "fix: build masks with the same tokenizer and chat template as the model "
+                "being trained, from untruncated examples")
+        labels[last[mask == 0]] = IGNORE
+
+    trained = np.flatnonzero(labels != IGNORE)
+    if not len(trained):
+        return None
+    end = int(trained[-1]) + 1  # what follows the last trained token carries no loss
+    start = 0
+    if end > max_tokens:
+        first = int(last[0]) if len(last) else int(trained[0])
+        start = end - max_tokens
+        if start > first - 1:  # the last turn alone does not fit: keep its head
+            start = max(first - 1, 0)
+            end = start + max_tokens
+    ids, labels = ids[start:end].copy(), labels[start:end].copy()
+    labels[0] = IGNORE  # no position predicts the first token
+    if not (labels != IGNORE).any():
+        return None
+    return Example(ids, labels, index, truncated=start > 0 or end <= int(trained[-1]))
+
+
+def batches(examples: list[Example], batch_tokens: int, seed: int) -> list[list[int]]:
+    """Length-grouped batches of indices into `examples`: sorted by length (ties by
+    position), cut where the padded size (rows x longest) would pass `batch_tokens` (an
+    example longer than that is a batch alone), then the batch order shuffled by `seed`.
+    Same inputs, same batches."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), i))
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and (len(groups[-1]) + 1) * len(examples[i].input_ids) <= batch_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    permutation = np.random.default_rng(seed).permutation(len(groups))
+    return [groups[p] for p in permutation]
