@@ -182,7 +182,7 @@ class Pool:
 
     def subset(self, keep: np.ndarray) -> "Pool":
         """The pool of the rows where `keep` (a mask over this pool) is true."""
-        sub = object.__new__(Pool)
+        sub = object.__new__(type(self))
         sub.__dict__.update(self.__dict__)
         sub.rows = self.rows[np.asarray(keep, bool)]
         return sub

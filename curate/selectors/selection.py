@@ -87,6 +87,8 @@ def save_selection(store, sel: Selection, overwrite: bool = False) -> Path:
         pq.write_table(members, tmp / "members.parquet", compression="zstd")
         if sel.dropped is not None and sel.dropped.num_rows:
             d = sel.dropped
+            if "step" not in d.column_names:
+                d = d.append_column("step", pa.array([sel.method] * d.num_rows, pa.string()))
             dropped = pa.Table.from_arrays(
                 [pa.array([sel.name] * d.num_rows, pa.string()),
                  *(d[c].cast(SELECTION_DROPPED_SCHEMA.field(c).type)

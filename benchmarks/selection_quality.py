@@ -1,0 +1,852 @@
+"""Selection-quality benchmark: does a selector's subset train a better model than a
+random subset of the same token budget? Fine-tune SmolLM2-135M on each arm's selection
+with fixed hyper-parameters, and measure the per-token NLL of held-out targets.
+
+Pool: a seeded sample of the mixed pool in ../shared/corpora, split equally across
+GSM8K train, Code Alpaca, FireAct (ReAct traces, Alpaca JSON) and T0 (rows taken
+round-robin over its 294 templates), written as JSONL into the cache and ingested with
+source names gsm8k, codealpaca, fireact, t0. Targets, never in the pool (asserted by id):
+  gsm8k    the first --gsm8k-target rows of GSM8K test
+  general  --general-per-source rows of each source from rows left out of the pool
+           (ingested in their own format into a side store, exported as chat messages)
+
+Budget: every arm gets the same token budget, B = --budget-examples x the pool's mean
+tokens per example. Tokens are those the trainer sees (the chat template rendered and
+tokenized by `curate.finetune.data.encode`, cut at --max-tokens): the library's
+`Pool.tokens()` counts the heuristics scorer's last user + last assistant turn, which
+misses the earlier turns of multi-turn traces (FireAct: ~60 counted vs ~250 trained),
+so the selectors here get a Pool whose `tokens()` returns the trainer's counts.
+
+Arms (--arms; each a saved selection in the cache store):
+  random            --random-seeds selections (seeds 0, 1, 2): the baseline and its spread
+  longest           longest responses ("Long Is More")
+  ppl-band          the candidates nearest the median log-perplexity (Marion et al. 2023)
+  ifd               highest IFD among candidates with IFD < 1 (Cherry LLM)
+  kmeans-balanced   --clusters k-means clusters, equal quota per cluster (kMQ)
+  kmeans-proportional  quotas that follow the pool's cluster sizes
+  kmeans-refine     Diversify and Conquer, one round: the random-s0 run is the warm-up;
+                    a probe of --refine-probe pool rows per cluster (not in random-s0) is
+                    evaluated under the base model and the warm-up model; cluster quotas
+                    by refine_quotas of the per-cluster mean --refine-signal: `gain`
+                    (base - warm-up NLL: what training on the cluster's kind teaches,
+                    default) or `loss` (warm-up NLL: what is not learned yet, noise too);
+                    seeded random within a cluster
+  fl                facility location (coverage only)
+  fl-quality        facility location + quality ln(1 + response_tokens) (weight
+                    --fl-quality-weight, in similarity units)
+  semdedup-random   SemDeDup at cosine 0.9, then random (seed 0)
+  embed-sim         top by mean cosine (MiniLM, text `all`) to the target's examples:
+                    one selection per target, evaluated on its own target only
+  full-pool         every pool row, for as many optimizer steps as the random-s0 run
+The lm scorer (both passes) runs at ~100-200 tokens/s on 2 CPU cores, so it scores only a
+seeded random subset of the pool (--lm-candidates rows, --lm-max-tokens): ppl-band and
+ifd choose from those candidates, every other arm from the whole pool.
+
+Runs: every arm is trained with training seeds 0..--seeds-1 (default 1: a 1-seed arm);
+random is --random-seeds selections, each trained with the same training seeds. Delta
+is against the mean of the random runs, z = delta / their std (the spread of random
+selections), p = Welch's t-test when an arm has 2+ runs. Everything (data, scores,
+selections, runs, evaluations) is cached under benchmarks/.cache/quality/<data key>/, so
+a rerun resumes where it stopped and reuses finished runs and evaluations.
+
+Run:    .venv/bin/python benchmarks/selection_quality.py [--quick | --full] [--arms ...]
+Output: a leaderboard per target on stdout, benchmarks/results/selection_quality.json
+(selection_quality-quick.json / -full.json) and a PNG per target beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# benchmarks/selectors.py shadows the standard library's `selectors` (asyncio imports it)
+# when this folder is first on sys.path: take it off until the real one is loaded.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+import selectors  # noqa: E402,F401  (the standard library's)
+
+sys.path += [_HERE, os.path.dirname(_HERE)]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from dataclasses import asdict, replace  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from _machine import machine  # noqa: E402
+
+HERE = Path(_HERE)
+CORPORA = HERE.parent.parent / "shared" / "corpora"
+CACHE = HERE / ".cache" / "quality"
+SOURCES = ("gsm8k", "codealpaca", "fireact", "t0")
+ARMS = ("random", "longest", "ppl-band", "ifd", "kmeans-balanced", "kmeans-proportional",
+        "kmeans-refine", "fl", "fl-quality", "semdedup-random", "embed-sim", "full-pool")
+DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "fl", "fl-quality",
+             "semdedup-random")
+TARGETS = ("gsm8k", "general")
+EOS = "<|endoftext|>"
+
+# --quick / default / --full: every value can be overridden by its flag
+MODES = {
+    "quick": dict(pool=300, gsm8k_target=8, general_per_source=2, lm_candidates=20,
+                  budget_examples=4, clusters=4, refine_probe=2, random_seeds=1, seeds=1,
+                  max_steps=2, epochs=1.0, max_tokens=256, batch_tokens=1024),
+    "default": dict(pool=2400, gsm8k_target=60, general_per_source=15, lm_candidates=300,
+                    budget_examples=120, clusters=12, refine_probe=8, random_seeds=3,
+                    seeds=1, max_steps=None, epochs=1.0, max_tokens=1024, batch_tokens=4096),
+    "full": dict(pool=8000, gsm8k_target=200, general_per_source=50, lm_candidates=0,
+                 budget_examples=400, clusters=40, refine_probe=8, random_seeds=3, seeds=3,
+                 max_steps=None, epochs=2.0, max_tokens=1024, batch_tokens=4096),
+}
+
+_T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.time() - _T0:7.0f}s] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------------- data
+def read_source(source: str) -> tuple[list[dict], list[str] | None]:
+    """The source's raw records in file order, and (T0) each record's template."""
+    if source == "gsm8k":
+        with open(CORPORA / "gsm8k" / "train.jsonl") as f:
+            return [json.loads(line) for line in f if line.strip()], None
+    if source == "codealpaca":
+        return json.loads((CORPORA / "codealpaca" / "code_alpaca_2k.json").read_text()), None
+    if source == "fireact":
+        path = CORPORA / "fireact" / "multitask_multimethod.alpaca.json"
+        return json.loads(path.read_text()), None
+    records, templates = [], []
+    for path in sorted((CORPORA / "t0" / "data_per_template").glob("*.jsonl")):
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                if str(rec.get("completion") or "").replace(EOS, "").strip():  # else quarantined
+                    records.append({"prompt": rec["prompt"], "completion": rec["completion"]})
+                    templates.append(path.stem)
+    return records, templates
+
+
+def sample_order(n: int, rng: np.random.Generator, groups: list[str] | None) -> np.ndarray:
+    """A seeded order of n records; with groups (T0 templates), round-robin over the
+    groups in random order, random within each, so any prefix spreads over templates."""
+    if groups is None:
+        return rng.permutation(n)
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    lists = [list(rng.permutation(v)) for _, v in sorted(by.items())]
+    lists = [lists[i] for i in rng.permutation(len(lists))]
+    width = max(map(len, lists))
+    return np.array([lst[k] for k in range(width) for lst in lists if k < len(lst)], np.int64)
+
+
+def quotas(pool: int, available: dict[str, int]) -> dict[str, int]:
+    """An equal share of the pool per source, capped at what a source has; what a capped
+    source cannot take goes to the others."""
+    share = {s: 0 for s in available}
+    left = pool
+    while left > 0:
+        open_ = [s for s in available if share[s] < available[s]]
+        if not open_:
+            sys.exit(f"--pool {pool} is larger than the corpora allow ({sum(available.values())})")
+        each = max(1, left // len(open_))
+        for s in open_:
+            take = min(each, available[s] - share[s], left)
+            share[s] += take
+            left -= take
+    return share
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    if path.is_file():
+        return  # deterministic content: written once (its hash is what ingest skips on)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    tmp.replace(path)
+
+
+def prepare_data(work: Path, cfg: dict) -> dict:
+    """Sample the pool and the targets, ingest the pool; returns paths and counts."""
+    from curate.ingest import ingest
+    from curate.store import Store
+
+    data = work / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(cfg["data_seed"])
+    raw = {s: read_source(s) for s in SOURCES}
+    orders = {s: sample_order(len(raw[s][0]), rng, raw[s][1]) for s in SOURCES}
+    per = cfg["general_per_source"]
+    share = quotas(cfg["pool"], {s: len(orders[s]) - per for s in SOURCES})
+    store = Store(work / "store")
+    heldout = {}
+    for s in SOURCES:
+        records, order = raw[s][0], orders[s]
+        pool_file = data / f"pool-{s}.jsonl"
+        write_jsonl(pool_file, [records[i] for i in order[: share[s]]])
+        ingest(store, [pool_file], source=s)  # skipped when already ingested
+        heldout[s] = [records[i] for i in order[share[s]: share[s] + per]]
+
+    # targets: GSM8K test slice (a file), and the general mix (exported as messages)
+    with open(CORPORA / "gsm8k" / "test.jsonl") as f:
+        test = [json.loads(line) for _, line in zip(range(cfg["gsm8k_target"]), f)]
+    gsm8k_file = data / f"target-gsm8k-test-{cfg['gsm8k_target']}.jsonl"
+    write_jsonl(gsm8k_file, test)
+    general_file = data / f"target-general-{per}x{len(SOURCES)}.jsonl"
+    pool_ids = set(_ids(store))
+    if not general_file.is_file():
+        from curate.export import export
+
+        staging = Store(data / "target-staging")
+        for s in SOURCES:
+            src = data / f"target-src-{s}.jsonl"
+            write_jsonl(src, heldout[s])
+            ingest(staging, [src], source=s)
+        clash = sorted(set(_ids(staging)) & pool_ids)  # content equal to a pool row
+        where = ("id NOT IN (" + ", ".join(f"'{i}'" for i in clash) + ")") if clash else None
+        export(staging, general_file, format="messages", where=where)
+    return {"store": store, "targets": {"gsm8k": str(gsm8k_file), "general": str(general_file)},
+            "pool_rows": share, "pool_ids": pool_ids}
+
+
+def _ids(store) -> list[str]:
+    con = store.connect()
+    try:
+        return [r[0] for r in con.execute("SELECT id FROM examples").fetchall()]
+    finally:
+        con.close()
+
+
+def train_tokens(store, model: str, max_tokens: int) -> dict[str, int]:
+    """Tokens per pool example as the trainer sees them (template rendered, cut at
+    max_tokens), cached in the work folder."""
+    from transformers import AutoTokenizer
+
+    from curate.finetune.data import encode
+    from curate.models import resolve
+
+    path = store.root.parent / f"train-tokens-{model}-{max_tokens}.json"
+    con = store.connect()
+    try:
+        t = con.sql("SELECT id, messages FROM examples ORDER BY id").to_arrow_table()
+    finally:
+        con.close()
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if set(cached) == set(t["id"].to_pylist()):
+            return cached
+    tok = AutoTokenizer.from_pretrained(str(resolve(model, "causal-lm")))
+    ids = t["id"].to_pylist()
+    examples = encode(tok, t["messages"].to_pylist(), max_tokens)
+    costs = {i: 1 for i in ids}  # no trainable token: never chosen for its size
+    for e in examples:
+        costs[ids[e.index]] = len(e.input_ids)
+    path.write_text(json.dumps(costs))
+    return costs
+
+
+# ---------------------------------------------------------------------------- selection
+def make_pool(store, costs: dict[str, int], where: str | None = None):
+    """curate's Pool with `tokens()` = the trainer's token counts (see the docstring)."""
+    from curate.selectors import Pool
+
+    class TrainTokenPool(Pool):
+        def tokens(self) -> np.ndarray:
+            return self._train_tokens[self.rows]
+
+    pool = TrainTokenPool(store, where)
+    pool._train_tokens = np.array([costs[i] for i in pool._root_ids], np.float64)
+    return pool
+
+
+def save(store, pool, name: str, method: str, params: dict, budget: str, order: np.ndarray,
+         gains=None, reasons=None, dropped=None, started: float | None = None):
+    """Save pool rows `order` as selection `name` (what `curate.selectors.select` does)."""
+    from curate.selectors.selection import Selection, save_selection
+
+    order = np.asarray(order, np.int64)
+    sel = Selection(
+        name=name, method=method, params=params, budget=budget,
+        ids=list(pool.ids[order]),
+        gains=np.zeros(len(order)) if gains is None else np.asarray(gains, np.float64),
+        reasons=reasons or [method] * len(order), pool_size=pool.start_size,
+        fingerprint=pool.fingerprint(), pool_where=pool.where,
+        tokens=int(pool.tokens()[order].sum()), dropped=dropped,
+        seconds=time.time() - (started or time.time()))
+    save_selection(store, sel, overwrite=True)
+    return sel
+
+
+def select_method(store, costs, name: str, method: str, where: str | None = None, **params):
+    """Run one library selector on the pool (trainer token costs) and save it."""
+    from curate.selectors import make_selector
+
+    started = time.time()
+    pool = make_pool(store, costs, where)
+    try:
+        s = make_selector(method, **params).fit(pool)
+        return save(store, pool, name, method, s.get_params(), str(params.get("budget")),
+                    s.ranking_, s.gains_, s.reasons_, started=started)
+    finally:
+        pool.close()
+
+
+def select_dedup_then_random(store, costs, name: str, budget: str, threshold: float):
+    """SemDeDup over the whole pool, then a seeded random sample of what is kept (the
+    two steps of a recipe plan, on the trainer-token pool)."""
+    from curate.selectors import make_selector
+
+    started = time.time()
+    pool = make_pool(store, costs)
+    try:
+        dedup = make_selector("semdedup", threshold=threshold).fit(pool)
+        keep = np.zeros(len(pool), bool)
+        keep[dedup.ranking_] = True
+        kept = pool.subset(keep)
+        rnd = make_selector("random", budget=budget, seed=0).fit(kept)
+        order = kept.rows[rnd.ranking_]  # rows of the root pool == indices of `pool`
+        steps = [{"kind": "dedup", "method": "semdedup", "params": {"threshold": threshold},
+                  "rows_in": len(pool), "rows_out": int(keep.sum())},
+                 {"kind": "select", "method": "random", "params": {"budget": budget, "seed": 0},
+                  "rows_in": int(keep.sum()), "rows_out": len(order)}]
+        dropped = dedup.dropped_
+        if dropped is not None:
+            import pyarrow as pa
+
+            dropped = dropped.append_column("step", pa.array(["1:dedup:semdedup"] * len(dropped)))
+        return save(store, pool, name, "recipe", {"steps": steps}, budget, order,
+                    reasons=rnd.reasons_, dropped=dropped, started=started)
+    finally:
+        pool.close()
+
+
+def select_embed_sim(store, costs, name: str, budget: str, target: str):
+    """Top pool rows by mean cosine similarity to the target's examples (MiniLM, the
+    embed scorer's `all` text: "role: content" lines)."""
+    from curate.finetune.evaluate import load_target
+    from curate.models import load_embedder
+    from curate.selectors.base import Budget, take_in_order
+
+    started = time.time()
+    tgt = load_target(store, target)
+    texts = ["\n".join(f"{m['role']}: {m['content'] or ''}" for m in msgs)
+             for msgs in tgt.messages]
+    T = load_embedder("minilm").encode(texts, normalize_embeddings=True, batch_size=64)
+    centroid = np.asarray(T, np.float32).mean(axis=0)  # mean cosine = X . mean(T)
+    pool = make_pool(store, costs)
+    try:
+        sim = pool.embeddings() @ centroid
+        c, limit = Budget.parse(budget).resolve(pool)
+        order = take_in_order(np.argsort(-sim, kind="stable"), c, limit)
+        return save(store, pool, name, "embedding-similarity",
+                    {"target": target, "embed_model": "minilm", "text": "all",
+                     "score": "mean cosine to the target"}, budget, order, gains=sim[order],
+                    reasons=[f"mean cosine {v:.4f}" for v in sim[order]], started=started)
+    finally:
+        pool.close()
+
+
+def select_refine(store, costs, name: str, budget: str, clusters: int, warmup_run: str,
+                  warmup_selection: str, probe_per_cluster: int, signal: str = "gain",
+                  seed: int = 0) -> dict:
+    """Diversify and Conquer, one refinement round: k-means (as the kmeans arms), a probe
+    of `probe_per_cluster` pool rows per cluster outside the warm-up selection, scored
+    by `evaluate` under the base model and under the warm-up run; each cluster's share
+    of the budget comes from `refine_quotas` of its token-pooled mean `signal` (higher =
+    larger share, pooled over the probe's response tokens as the target NLL is):
+
+        gain  base NLL - warm-up NLL: how much the warm-up training taught that cluster
+              ("clusters that contribute more to learning get more weight")
+        loss  the warm-up NLL itself: what is still not learned (noisy clusters too)
+
+    Within a cluster the picks are seeded random."""
+    import pyarrow.parquet as pq
+
+    from curate.finetune.evaluate import evaluate
+    from curate.selectors import kmeans as km
+    from curate.selectors.base import Budget
+
+    started = time.time()
+    pool = make_pool(store, costs)
+    try:
+        result = km.kmeans(pool.embeddings(), clusters, iters=20, seed=seed)
+        labels = result.labels
+        members = store.root / "selections" / warmup_selection / "members.parquet"
+        trained = set(pq.read_table(members, columns=["id"])["id"].to_pylist())
+        free = np.array([i not in trained for i in pool.ids], bool)
+        rng = np.random.default_rng(seed)
+        probe = []
+        for c in range(result.k):
+            rows = np.flatnonzero((labels == c) & free)
+            probe += sorted(rng.permutation(rows)[:probe_per_cluster].tolist())
+        probe_name = f"{name}-probe"
+        save(store, pool, probe_name, "refine-probe",
+             {"per_cluster": probe_per_cluster, "clusters": clusters, "seed": seed},
+             str(len(probe)), np.array(probe))
+
+        def per_example(run_id):
+            ev = evaluate(store, f"selection:{probe_name}", run_id=run_id)
+            rows = pq.read_table(store.root / "evals" / ev.eval_id / "examples.parquet",
+                                 columns=["id", "nll", "tokens"]).to_pylist()
+            got = {r["id"]: (r["nll"], r["tokens"]) for r in rows if r["nll"] is not None}
+            nll = np.array([got.get(i, (np.nan, 0))[0] for i in pool.ids], np.float64)
+            tokens = np.array([got.get(i, (np.nan, 0))[1] for i in pool.ids], np.float64)
+            return ev, nll, tokens
+
+        def pooled(values, weights):  # per cluster, token-weighted as the target NLL is
+            ok = np.isfinite(values) & (weights > 0)
+            total = np.bincount(labels[ok], weights=(values * weights)[ok], minlength=result.k)
+            count = np.bincount(labels[ok], weights=weights[ok], minlength=result.k)
+            return np.where(count > 0, total / np.maximum(count, 1e-9), np.nan)
+
+        base_ev, base_nll, tokens = per_example(None)
+        warm_ev, warm_nll, _ = per_example(warmup_run)
+        loss = pooled(warm_nll, tokens)
+        gain = pooled(base_nll - warm_nll, tokens)
+        c, limit = Budget.parse(budget).resolve(pool)
+        order, reasons = km.refine_quotas(labels, gain if signal == "gain" else loss, c, limit,
+                                          1.0, None, seed)
+        save(store, pool, name, "kmeans-refine",
+             {"clusters": clusters, "strategy": "refine", "signal": signal,
+              "warmup_run": warmup_run, "probe_evals": [base_ev.eval_id, warm_ev.eval_id],
+              "probe_per_cluster": probe_per_cluster, "temperature": 1.0, "seed": seed},
+             budget, order, reasons=reasons, started=started)
+
+        def r4(a):
+            return [None if math.isnan(v) else round(float(v), 4) for v in a]
+
+        return {"signal": signal, "cluster_sizes": result.sizes.tolist(),
+                "cluster_warmup_nll": r4(loss), "cluster_gain": r4(gain),
+                "cluster_picks": np.bincount(labels[order], minlength=result.k).tolist(),
+                "probe_rows": len(probe), "probe_evals": [base_ev.eval_id, warm_ev.eval_id],
+                "probe_eval_seconds": round(base_ev.seconds + warm_ev.seconds, 1)}
+    finally:
+        pool.close()
+
+
+def composition(store, name: str) -> dict:
+    """Rows per source and trainer tokens of a saved selection."""
+    con = store.connect()
+    try:
+        rows = con.execute(
+            "SELECT e.source, count(*) FROM examples e JOIN selection_members s USING (id) "
+            "WHERE s.selection = ? GROUP BY 1 ORDER BY 1", [name]).fetchall()
+    finally:
+        con.close()
+    return {s: n for s, n in rows}
+
+
+# ----------------------------------------------------------------------------- training
+class StepLog:
+    """finetune progress: a line when a run starts and about every quarter of it."""
+
+    def __init__(self, label: str):
+        self.label, self.done, self.total = label, 0, 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        log(f"  train {self.label}: {total} steps")
+
+    def advance(self, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        q = max(1, self.total // 4)
+        if self.done // q != before // q and self.done < self.total:
+            log(f"  train {self.label}: step {self.done}/{self.total}")
+
+
+def train_and_eval(store, selection: str, config, targets: dict[str, str]) -> dict:
+    """Fine-tune on the selection (cached by the store) and evaluate every target."""
+    from curate.finetune.evaluate import evaluate
+    from curate.finetune.train import finetune
+
+    t0 = time.time()
+    report = finetune(store, selection, config, progress=StepLog(f"{selection} s{config.seed}"))
+    manifest = json.loads((store.root / "selections" / selection / "manifest.json").read_text())
+    run = {"selection": selection, "seed": config.seed, "run_id": report.run_id,
+           "selection_rows": manifest["size"], "selection_tokens": manifest["tokens"],
+           "steps": report.steps, "epochs": round(report.epochs, 3),
+           "examples": report.examples, "tokens": report.tokens,
+           "train_seconds": round(report.seconds, 1), "final_loss": report.final_loss,
+           "trained_tokens_per_second": round(report.tokens * report.epochs
+                                              / max(report.seconds, 1e-9), 1),
+           "loadavg_1m": round(os.getloadavg()[0], 2),
+           "cached": report.cached, "max_steps": config.max_steps, "evals": {}}
+    for key, target in targets.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # overlap is checked below
+            ev = evaluate(store, target, run_id=report.run_id)
+        if ev.overlap:
+            sys.exit(f"target {key} overlaps selection {selection} ({ev.overlap} examples)")
+        run["evals"][key] = {"nll": ev.nll, "eval_id": ev.eval_id, "overlap": ev.overlap,
+                             "examples": ev.examples, "tokens": ev.tokens,
+                             "seconds": round(ev.seconds, 1)}
+    run["seconds"] = round(run["train_seconds"] + sum(e["seconds"] for e in run["evals"].values()), 1)
+    log(f"  {selection} s{config.seed}: {report.steps} steps, {report.tokens:,} trained tokens, "
+        + ", ".join(f"{k} NLL {e['nll']:.4f}" for k, e in run["evals"].items())
+        + f" ({'cached' if report.cached else f'{time.time() - t0:.0f}s'})")
+    return run
+
+
+# ------------------------------------------------------------------------------ results
+def leaderboard(target: str, base_nll: float, runs: list[dict], arms: list[str]) -> dict:
+    """Per arm: NLL mean +- std over its runs, delta vs the random mean, z against the
+    random runs' std, Welch's p when both sides have 2+ runs."""
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        if target in r["evals"]:
+            by.setdefault(r["arm"], []).append(r)
+    rand = [r["evals"][target]["nll"] for r in by.get("random", [])]
+    r_mean = float(np.mean(rand)) if rand else None
+    r_std = float(np.std(rand, ddof=1)) if len(rand) > 1 else None
+    rows = []
+    for arm in arms:
+        if arm not in by:
+            continue
+        nll = np.array([r["evals"][target]["nll"] for r in by[arm]])
+        row = {"arm": arm, "selections": sorted({r["selection"] for r in by[arm]}),
+               "runs": len(nll), "nll_mean": float(nll.mean()),
+               "nll_std": float(nll.std(ddof=1)) if len(nll) > 1 else None,
+               "examples": float(np.mean([r["examples"] for r in by[arm]])),
+               "tokens": float(np.mean([r["selection_tokens"] for r in by[arm]])),
+               "trained_tokens": float(np.mean([r["tokens"] for r in by[arm]])),
+               "steps": float(np.mean([r["steps"] for r in by[arm]])),
+               "seconds_per_run": float(np.mean([r["seconds"] for r in by[arm]])),
+               "delta_vs_random": None, "z": None, "p_value": None}
+        if arm != "random" and r_mean is not None:
+            row["delta_vs_random"] = row["nll_mean"] - r_mean
+            if r_std:
+                row["z"] = row["delta_vs_random"] / r_std
+            if len(nll) > 1 and len(rand) > 1:
+                from scipy.stats import ttest_ind
+
+                p = ttest_ind(nll, rand, equal_var=False).pvalue
+                row["p_value"] = None if np.isnan(p) else float(p)
+        rows.append(row)
+    rows.sort(key=lambda r: r["nll_mean"])
+    return {"target": target, "base_nll": base_nll, "random_mean": r_mean, "random_std": r_std,
+            "random_runs": len(rand), "arms": rows}
+
+
+def verdicts(boards: dict[str, dict]) -> dict[str, str]:
+    out = {}
+    g = boards.get("gsm8k")
+    if g:
+        arms = {r["arm"]: r for r in g["arms"]}
+        full = arms.get("full-pool")
+        tol = g["random_std"] or 0.0
+        for label, row in (("targeted selector embed-sim", arms.get("embed-sim")),
+                           ("best selector", min((r for r in g["arms"] if r["arm"] not in
+                                                  ("random", "full-pool")),
+                                                 key=lambda r: r["nll_mean"], default=None))):
+            if full and row:
+                met = row["nll_mean"] <= full["nll_mean"] + tol
+                out[f"gsm8k ({label})"] = (
+                    f"{row['arm']} {row['nll_mean']:.4f} vs full pool at equal steps "
+                    f"{full['nll_mean']:.4f}" + (f" (+ random std {tol:.4f})" if tol else "")
+                    + f": {'met' if met else 'not met'}")
+    b = boards.get("general")
+    if b:
+        div = [r for r in b["arms"] if r["arm"] in DIVERSITY]
+        if div and b["random_std"]:
+            best = min(div, key=lambda r: r["nll_mean"])
+            met = best["z"] is not None and best["z"] < -2
+            out["general"] = (f"best diversity arm {best['arm']} {best['nll_mean']:.4f}, "
+                              f"delta {best['delta_vs_random']:+.4f} vs random "
+                              f"{b['random_mean']:.4f} +- {b['random_std']:.4f}, z "
+                              f"{best['z']:+.2f} (needs < -2): {'met' if met else 'not met'}")
+        elif div:
+            out["general"] = "random has fewer than 2 runs: no std, no verdict"
+    return out
+
+
+def table(board: dict, one_seed: bool) -> str:
+    head = (f"{'arm':<20} {'examples':>8} {'tokens':>8} {'trained':>8} {'steps':>5} {'NLL':>17} "
+            f"{'delta':>8} {'z':>6} {'p':>6} {'s/run':>6}")
+    lines = ["", f"target {board['target']}: base model NLL {board['base_nll']:.4f}"
+             + (f"; random {board['random_mean']:.4f} +- {board['random_std']:.4f} over "
+                f"{board['random_runs']} selections" if board["random_std"] else ""),
+             head, "-" * len(head)]
+    for r in board["arms"]:
+        nll = f"{r['nll_mean']:.4f}" + (f" +- {r['nll_std']:.4f}" if r["nll_std"] is not None
+                                        else (" (1 run)" if one_seed else ""))
+        lines.append(
+            f"{r['arm']:<20} {r['examples']:>8.0f} {r['tokens']:>8,.0f} "
+            f"{r['trained_tokens']:>8,.0f} {r['steps']:>5.0f} "
+            f"{nll:>17} "
+            + (f"{r['delta_vs_random']:>+8.4f}" if r["delta_vs_random"] is not None else " " * 8)
+            + (f" {r['z']:>+6.2f}" if r["z"] is not None else " " * 7)
+            + (f" {r['p_value']:>6.3f}" if r["p_value"] is not None else " " * 7)
+            + f" {r['seconds_per_run']:>6.0f}")
+    return "\n".join(lines)
+
+
+def plot_board(board: dict, label: str, path: Path, seeds: int) -> None:
+    from curate.finetune.compare import plot
+
+    plot({"arms": [{"selection": r["arm"], "nll_mean": r["nll_mean"],
+                    "nll_std": r["nll_std"] or 0.0} for r in board["arms"]],
+          "baseline": "random", "base": {"nll": board["base_nll"]}, "target": label,
+          "seeds": list(range(seeds))}, path)  # training seeds per arm
+
+
+# --------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="smoke run: pool 300, 2 steps per arm")
+    mode.add_argument("--full", action="store_true", help="GPU-sized run")
+    ap.add_argument("--pool", type=int, help="pool rows, split equally over the 4 sources")
+    ap.add_argument("--gsm8k-target", type=int, help="GSM8K test rows in the gsm8k target")
+    ap.add_argument("--general-per-source", type=int, help="rows per source in the general target")
+    ap.add_argument("--lm-candidates", type=int, help="pool rows the lm scorer scores (0: all)")
+    ap.add_argument("--lm-max-tokens", type=int, default=512)
+    ap.add_argument("--budget-examples", type=int,
+                    help="token budget = this many x the pool's mean tokens per example")
+    ap.add_argument("--clusters", type=int, help="k for the k-means arms")
+    ap.add_argument("--refine-probe", type=int, help="probe rows per cluster for kmeans-refine")
+    ap.add_argument("--refine-signal", choices=("gain", "loss"), default="gain",
+                    help="kmeans-refine cluster signal: base - warm-up NLL, or warm-up NLL")
+    ap.add_argument("--fl-quality-weight", type=float, default=1.0)
+    ap.add_argument("--semdedup-threshold", type=float, default=0.9)
+    ap.add_argument("--random-seeds", type=int, help="random selections (seeds 0..N-1)")
+    ap.add_argument("--seeds", type=int, help="training seeds per arm")
+    ap.add_argument("--method", choices=("full", "lora"), default="full")
+    ap.add_argument("--epochs", type=float)
+    ap.add_argument("--max-steps", type=int, help="optimizer steps for every arm (else epochs)")
+    ap.add_argument("--lr", type=float, help="default: 5e-5 full, 2e-4 lora")
+    ap.add_argument("--batch-tokens", type=int, help="padded tokens per batch (4096)")
+    ap.add_argument("--max-tokens", type=int, help="training sequence cut (1024)")
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--select-only", action="store_true",
+                    help="build the data and the selections, print their mix, train nothing")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    mode_name = "quick" if args.quick else "full" if args.full else "default"
+    cfg = {k: (getattr(args, k) if getattr(args, k, None) is not None else v)
+           for k, v in MODES[mode_name].items()}
+    cfg.update(data_seed=args.data_seed, lm_max_tokens=args.lm_max_tokens,
+               fl_quality_weight=args.fl_quality_weight, refine_signal=args.refine_signal,
+               semdedup_threshold=args.semdedup_threshold)
+    arms = [a for a in args.arms.split(",") if a]
+    targets_on = [t for t in args.targets.split(",") if t]
+    bad = (set(arms) - set(ARMS)) | (set(targets_on) - set(TARGETS))
+    if bad:
+        sys.exit(f"unknown arms/targets {sorted(bad)}; arms: {', '.join(ARMS)}; "
+                 f"targets: {', '.join(TARGETS)}")
+    if not CORPORA.exists():
+        sys.exit(f"no corpora at {CORPORA}: this benchmark needs ../shared/corpora")
+
+    from curate.finetune.evaluate import evaluate
+    from curate.finetune.train import TrainConfig
+    from curate.scoring import make_scorer, run_scorer
+
+    key = (f"pool{cfg['pool']}-gsm{cfg['gsm8k_target']}-mix{cfg['general_per_source']}"
+           f"-seed{cfg['data_seed']}")
+    work = CACHE / key
+    load_start = os.getloadavg()[0]
+    log(f"mode {mode_name}; work folder {work}")
+    prep = prepare_data(work, cfg)
+    store, targets = prep["store"], {k: v for k, v in prep["targets"].items() if k in targets_on}
+    from curate.finetune.evaluate import load_target
+
+    target_info = {}
+    for k, path in prep["targets"].items():
+        tgt = load_target(store, path)
+        clash = set(tgt.ids) & prep["pool_ids"]
+        assert not clash, f"target {k} shares {len(clash)} examples with the pool"
+        target_info[k] = {"file": path, "examples": len(tgt.ids)}
+    log(f"pool {len(prep['pool_ids'])} examples ({prep['pool_rows']} rows sampled per source); "
+        + ", ".join(f"target {k}: {v['examples']}" for k, v in target_info.items()))
+
+    timings: dict[str, float] = {}
+    t = time.time()
+    run_scorer(store, make_scorer("heuristics"))
+    rep = run_scorer(store, make_scorer("embed", text="all"))
+    timings["heuristics_embed_seconds"] = round(time.time() - t, 1)
+    log(f"heuristics + embed: {timings['heuristics_embed_seconds']}s ({rep.scored} embedded now)")
+    config = TrainConfig(model="smollm2-135m", method=args.method, epochs=cfg["epochs"],
+                         max_steps=cfg["max_steps"], lr=args.lr, batch_tokens=cfg["batch_tokens"],
+                         max_tokens=cfg["max_tokens"], seed=0).resolved()
+    costs = train_tokens(store, config.model, config.max_tokens)
+    mean_tokens = float(np.mean(list(costs.values())))
+    budget_tokens = int(round(cfg["budget_examples"] * mean_tokens, -2))
+    budget = f"{budget_tokens} tokens"
+    log(f"budget {budget} (= {cfg['budget_examples']} x {mean_tokens:.0f} mean trainer tokens "
+        f"per pool example, {100 * cfg['budget_examples'] / len(costs):.1f}% of the pool)")
+
+    # lm scorer on a seeded candidate subset (ppl-band and ifd choose from it)
+    lm_info, where = None, None
+    if {"ppl-band", "ifd"} & set(arms):
+        n_cand = cfg["lm_candidates"] or len(costs)
+        if n_cand < len(costs):
+            select_method(store, costs, "lm-candidates", "random", budget=str(n_cand), seed=1234)
+            members = store.root / "selections" / "lm-candidates" / "members.parquet"
+            where = f"id IN (SELECT id FROM read_parquet('{members}'))"
+        t = time.time()
+        log(f"lm scorer on {n_cand} candidates (max_tokens {cfg['lm_max_tokens']}) ...")
+        rep = run_scorer(store, make_scorer("lm", max_tokens=cfg["lm_max_tokens"]), where=where)
+        timings["lm_seconds"] = round(time.time() - t, 1)
+        lm_info = {"candidates": n_cand, "scored_now": rep.scored,
+                   "seconds": timings["lm_seconds"], "where": where}
+        log(f"lm scorer: {rep.scored} scored now, {timings['lm_seconds']}s")
+    cand = f"({where}) AND ppl IS NOT NULL" if where else "ppl IS NOT NULL"
+
+    # selections that need no training
+    selections: dict[str, dict] = {}
+    t = time.time()
+
+    def built(arm: str, name: str, sel) -> None:
+        if arm not in ("full-pool",) and (sel.tokens or 0) < 0.9 * budget_tokens:
+            log(f"  note: {name} holds {sel.tokens} tokens, under the budget: its candidates "
+                "cannot fill it (raise --lm-candidates)")
+        selections[name] = {"arm": arm, "method": sel.method, "params": sel.params,
+                            "size": len(sel.ids), "tokens": sel.tokens,
+                            "sources": composition(store, name),
+                            "seconds": round(sel.seconds, 2)}
+
+    if "random" in arms:
+        for s in range(cfg["random_seeds"]):
+            built("random", f"random-s{s}", select_method(store, costs, f"random-s{s}", "random",
+                                                          budget=budget, seed=s))
+    if "longest" in arms:
+        built("longest", "longest", select_method(store, costs, "longest", "longest",
+                                                   budget=budget))
+    if "ppl-band" in arms:
+        pool = make_pool(store, costs, cand)
+        med = float(np.median(np.log(pool.values("ppl"))))
+        pool.close()
+        built("ppl-band", "ppl-band", select_method(
+            store, costs, "ppl-band", "topk", where=cand, budget=budget,
+            score=f"-abs(ln(ppl) - {med:.6f})"))
+    if "ifd" in arms:
+        built("ifd", "ifd", select_method(store, costs, "ifd", "topk", where=f"{cand} AND ifd < 1",
+                                          budget=budget, score="ifd"))
+    for strategy in ("balanced", "proportional"):
+        if f"kmeans-{strategy}" in arms:
+            name = f"kmeans-{strategy}"
+            built(name, name, select_method(store, costs, name, "kmeans", budget=budget,
+                                            clusters=cfg["clusters"], strategy=strategy, seed=0))
+    if "fl" in arms:
+        built("fl", "fl", select_method(store, costs, "fl", "facility-location", budget=budget))
+    if "fl-quality" in arms:
+        built("fl-quality", "fl-quality", select_method(
+            store, costs, "fl-quality", "facility-location", budget=budget,
+            quality="ln(1 + response_tokens)", quality_weight=cfg["fl_quality_weight"]))
+    if "semdedup-random" in arms:
+        built("semdedup-random", "semdedup-random", select_dedup_then_random(
+            store, costs, "semdedup-random", budget, cfg["semdedup_threshold"]))
+    if "embed-sim" in arms:
+        for k, path in targets.items():
+            built("embed-sim", f"embed-sim-{k}", select_embed_sim(
+                store, costs, f"embed-sim-{k}", budget, path))
+    if "full-pool" in arms:
+        built("full-pool", "full-pool", select_method(store, costs, "full-pool", "random",
+                                                      budget="100%", seed=0))
+    timings["selection_seconds"] = round(time.time() - t, 1)
+    log(f"{len(selections)} selections built in {timings['selection_seconds']}s")
+    for name, s in selections.items():
+        log(f"  {name:<22} {s['size']:>5} rows {s['tokens'] or 0:>9,} tokens  "
+            + " ".join(f"{k}={v}" for k, v in s["sources"].items()))
+
+    runs: list[dict] = []
+    base: dict[str, dict] = {}
+    refine_info = None
+    if not args.select_only:
+        for k, path in targets.items():
+            ev = evaluate(store, path)
+            base[k] = {"nll": ev.nll, "eval_id": ev.eval_id, "examples": ev.examples,
+                       "tokens": ev.tokens, "seconds": ev.seconds}
+            log(f"base model on {k}: NLL {ev.nll:.4f} ({ev.examples} examples, {ev.tokens} "
+                f"tokens, {ev.seconds:.0f}s)")
+        seeds = list(range(cfg["seeds"]))
+        order = [a for a in ARMS if a in arms]
+        if "kmeans-refine" in order or "full-pool" in order:
+            if "random" not in order:
+                sys.exit("kmeans-refine and full-pool need the random arm (its random-s0 run)")
+        anchor = None  # the random-s0 run (seed 0): warm-up model and step count
+        for arm in order:
+            log(f"arm {arm}")
+            if arm == "random":
+                names = [f"random-s{s}" for s in range(cfg["random_seeds"])]
+            elif arm == "embed-sim":
+                names = [f"embed-sim-{k}" for k in targets]
+            elif arm == "kmeans-refine":
+                refine_info = select_refine(
+                    store, costs, "kmeans-refine", budget, cfg["clusters"], anchor["run_id"],
+                    "random-s0", cfg["refine_probe"], cfg["refine_signal"])
+                built("kmeans-refine", "kmeans-refine", _Saved(store, "kmeans-refine"))
+                log(f"  kmeans-refine ({cfg['refine_signal']}): cluster warm-up NLL "
+                    f"{refine_info['cluster_warmup_nll']}, gain {refine_info['cluster_gain']}, "
+                    f"picks {refine_info['cluster_picks']}")
+                names = ["kmeans-refine"]
+            else:
+                names = [arm]
+            for name in names:
+                on = {name.removeprefix("embed-sim-"): targets[name.removeprefix("embed-sim-")]} \
+                    if arm == "embed-sim" else targets
+                for seed in seeds:
+                    c = replace(config, seed=seed)
+                    if arm == "full-pool":
+                        c = replace(c, max_steps=anchor["steps"])
+                    run = train_and_eval(store, name, c, on)
+                    run["arm"] = arm
+                    runs.append(run)
+                    if name == "random-s0" and seed == 0:
+                        anchor = run
+
+    boards = {k: leaderboard(k, base[k]["nll"], runs, order) for k in targets} if runs else {}
+    for k, b in boards.items():
+        print(table(b, cfg["seeds"] == 1))
+    verdict = verdicts(boards)
+    for k, v in verdict.items():
+        print(f"bar ({k}): {v}")
+
+    suffix = {"quick": "-quick", "full": "-full", "default": ""}[mode_name]
+    if args.select_only:
+        suffix += "-selections"
+    out = Path(args.out) if args.out else HERE / "results" / f"selection_quality{suffix}.json"
+    out.parent.mkdir(exist_ok=True)
+    for k, b in boards.items():
+        if b["arms"]:
+            png = out.with_name(f"{out.stem}-{k}.png")
+            plot_board(b, f"{k} ({target_info[k]['examples']} examples)", png, cfg["seeds"])
+            b["plot"] = str(png.relative_to(HERE)) if png.is_relative_to(HERE) else str(png)
+    out.write_text(json.dumps({
+        "benchmark": "selection_quality",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(("curate", "torch", "transformers", "sentence-transformers",
+                            "faiss-cpu", "faiss-gpu", "numpy", "scipy")),
+        "loadavg_1m_start_end": [load_start, os.getloadavg()[0]],
+        "mode": mode_name, "config": cfg, "train_config": asdict(config),
+        "work_folder": str(work), "arms": arms,
+        "data": {"pool_examples": len(prep["pool_ids"]), "pool_rows_sampled": prep["pool_rows"],
+                 "targets": target_info, "lm": lm_info,
+                 "budget_tokens": budget_tokens, "mean_train_tokens_per_example": mean_tokens},
+        "timings": timings, "selections": selections, "kmeans_refine": refine_info,
+        "base": base, "runs": runs, "leaderboards": boards, "verdicts": verdict,
+        "select_only": args.select_only, "seconds": round(time.time() - _T0, 1),
+    }, indent=2, default=float) + "\n")
+    log(f"wrote {out}")
+
+
+class _Saved:
+    """A saved selection's manifest, shaped like a Selection for the summary."""
+
+    def __init__(self, store, name: str):
+        m = json.loads((store.root / "selections" / name / "manifest.json").read_text())
+        self.method, self.params, self.tokens = m["method"], m["params"], m["tokens"]
+        self.seconds = m["seconds"]
+        self.ids = [None] * m["size"]
+
+
+if __name__ == "__main__":
+    main()
