@@ -239,3 +239,16 @@ def test_large_stores_get_an_ivf_index(tmp_path, monkeypatch):
     index.nprobe = 16
     _, hits = index.search(vectors[:50], 1)
     assert (hits[:, 0] == np.arange(50)).mean() > 0.9  # approximate, but finds itself
+
+
+def test_heuristics_total_tokens_count_the_whole_templated_conversation(store):
+    ingest(store, [DATA / "agent_traces.json"])
+    run_scorer(store, make_scorer("heuristics"))
+    got = rows(store, "SELECT prompt_tokens, response_tokens, total_tokens, turns "
+                      "FROM scores_heuristics")
+    assert got and all(t > p + r for p, r, t, _ in got)  # earlier turns + template
+    from curate.selectors import Pool
+
+    pool = Pool(store)
+    totals = dict(rows(store, "SELECT id, total_tokens FROM scores_heuristics"))
+    assert list(pool.tokens()) == [totals[i] for i in pool.ids]  # token budgets use them

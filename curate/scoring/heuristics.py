@@ -1,5 +1,7 @@
 """Cheap, model-free signals: lengths, turns, lexical diversity, repetition, and for
-traces their steps, tool calls and outcome. Token counts use the tokenizer of `model`."""
+traces their steps, tool calls and outcome. Token counts use the tokenizer of `model`:
+prompt and response tokens of the last user and assistant turns, and total tokens of the
+whole conversation rendered with the chat template (what fine-tuning trains on)."""
 
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ def distinct_n(words: list[str], n: int) -> float | None:
 
 class HeuristicsScorer(Scorer):
     name = "heuristics"
-    version = "1"
+    version = "2"  # 2: total_tokens
     model_kind = "causal-lm"  # its tokenizer counts tokens
     columns = {
         "prompt_chars": pa.int64(), "response_chars": pa.int64(), "total_chars": pa.int64(),
-        "prompt_tokens": pa.int64(), "response_tokens": pa.int64(),
+        "prompt_tokens": pa.int64(), "response_tokens": pa.int64(), "total_tokens": pa.int64(),
         "turns": pa.int32(), "response_words": pa.int64(),
         "distinct_1": pa.float32(), "distinct_2": pa.float32(), "repetition": pa.float32(),
         "steps": pa.int32(), "tool_calls": pa.int32(),
@@ -53,20 +55,34 @@ class HeuristicsScorer(Scorer):
         self._tokenizer = None
 
     def _tokens(self, texts: list[str]) -> list[int]:
+        enc = self._tok()(texts, add_special_tokens=False)["input_ids"]
+        return [len(e) for e in enc]
+
+    def _rendered(self, conversations: list[list[dict]]) -> list[str]:
+        """Whole conversations as a trainer sees them: the chat template when the
+        tokenizer has one, else the contents joined by newlines."""
+        tok = self._tok()
+        if getattr(tok, "chat_template", None):
+            return [tok.apply_chat_template([{"role": m["role"], "content": m["content"] or ""}
+                                             for m in c], tokenize=False)
+                    for c in conversations]
+        return ["\n".join(m["content"] or "" for m in c) for c in conversations]
+
+    def _tok(self):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
             from curate.models import resolve
 
             self._tokenizer = AutoTokenizer.from_pretrained(str(resolve(self.model)))
-        enc = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [len(e) for e in enc]
+        return self._tokenizer
 
     def score(self, batch: pa.Table) -> pa.Table:
         out: dict[str, list] = {c: [] for c in self.columns}
         out["reason"] = []
         prompts, responses = [], []
-        for messages in batch["messages"].to_pylist():
+        conversations = batch["messages"].to_pylist()
+        for messages in conversations:
             users = [m["content"] or "" for m in messages if m["role"] == "user"]
             answers = [m["content"] or "" for m in messages if m["role"] == "assistant"]
             prompt, response = (users[-1] if users else ""), (answers[-1] if answers else "")
@@ -87,6 +103,8 @@ class HeuristicsScorer(Scorer):
             out["reason"].append(None if response.strip() else "no response text")
         out["prompt_tokens"] = self._tokens(prompts) if self.model else [None] * len(prompts)
         out["response_tokens"] = self._tokens(responses) if self.model else [None] * len(prompts)
+        out["total_tokens"] = self._tokens(self._rendered(conversations)) if self.model \
+            else [None] * len(prompts)
         outcome = batch["outcome"] if "outcome" in batch.column_names else None
         if outcome is not None:
             out["success"] = outcome.combine_chunks().field("success").to_pylist()

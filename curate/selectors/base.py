@@ -306,16 +306,17 @@ class Pool:
         return self._views["scores_embed"]
 
     def tokens(self) -> np.ndarray:
-        """Tokens per example (prompt + response) for token budgets: from the lm scorer
-        (chat template included) where it scored the row, else from the heuristics
-        scorer's tokenizer counts."""
+        """Tokens per example for token budgets: the whole templated conversation, from
+        the lm scorer (prompt + response) where it scored the row, else the heuristics
+        scorer's `total_tokens`."""
         have = [s for s in ("lm", "heuristics") if f"scores_{s}" in self._views]
         if not have:
             raise CurateError("a token budget needs token counts and the store has none\n"
                               "  fix: run `curate score lm` (or the faster "
                               "`curate score heuristics`) first")
-        expr = "coalesce(" + ", ".join(f"{s}_prompt_tokens + {s}_response_tokens"
-                                       for s in have) + ")"
+        counts = [f"{s}_total_tokens" if f"{s}_total_tokens" in self._columns
+                  else f"{s}_prompt_tokens + {s}_response_tokens" for s in have]
+        expr = "coalesce(" + ", ".join(counts) + ")"
         t = self.values(expr, "token count")
         if np.isnan(t).any():
             raise CurateError(
