@@ -37,6 +37,9 @@ Arms (--arms; each a saved selection in the cache store):
   semdedup-random   SemDeDup at cosine 0.9, then random (seed 0)
   embed-sim         top by mean cosine (MiniLM, text `all`) to the target's examples:
                     one selection per target, evaluated on its own target only
+  kmeans-target     `kmeans --strategy target`: cluster quotas follow the target's
+                    examples over the pool's --clusters clusters, rows nearest a target
+                    example first; one selection per target, evaluated on its own
   full-pool         every pool row, for as many optimizer steps as the random-s0 run
 The lm scorer (both passes) runs at ~100-200 tokens/s on 2 CPU cores, so it scores only a
 seeded random subset of the pool (--lm-candidates rows, --lm-max-tokens): ppl-band and
@@ -84,9 +87,11 @@ CORPORA = HERE.parent.parent / "shared" / "corpora"
 CACHE = HERE / ".cache" / "quality"
 SOURCES = ("gsm8k", "codealpaca", "fireact", "t0")
 ARMS = ("random", "longest", "ppl-band", "ifd", "kmeans-balanced", "kmeans-proportional",
-        "kmeans-refine", "fl", "fl-quality", "semdedup-random", "embed-sim", "full-pool")
-DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "fl", "fl-quality",
-             "semdedup-random")
+        "kmeans-refine", "kmeans-target", "fl", "fl-quality", "semdedup-random", "embed-sim",
+        "full-pool")
+DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "kmeans-target", "fl",
+             "fl-quality", "semdedup-random")
+PER_TARGET = ("embed-sim", "kmeans-target")  # one selection per target, evaluated on it
 TARGETS = ("gsm8k", "general")
 EOS = "<|endoftext|>"
 
@@ -748,6 +753,11 @@ def main() -> None:
         for k, path in targets.items():
             built("embed-sim", f"embed-sim-{k}", select_embed_sim(
                 store, costs, f"embed-sim-{k}", budget, path))
+    if "kmeans-target" in arms:
+        for k, path in targets.items():
+            built("kmeans-target", f"kmeans-target-{k}", select_method(
+                store, costs, f"kmeans-target-{k}", "kmeans", budget=budget,
+                clusters=cfg["clusters"], strategy="target", target=path))
     if "full-pool" in arms:
         built("full-pool", "full-pool", select_method(store, costs, "full-pool", "random",
                                                       budget="100%", seed=0))
@@ -777,8 +787,8 @@ def main() -> None:
             log(f"arm {arm}")
             if arm == "random":
                 names = [f"random-s{s}" for s in range(cfg["random_seeds"])]
-            elif arm == "embed-sim":
-                names = [f"embed-sim-{k}" for k in targets]
+            elif arm in PER_TARGET:
+                names = [f"{arm}-{k}" for k in targets]
             elif arm == "kmeans-refine":
                 refine_info = select_refine(
                     store, costs, "kmeans-refine", budget, cfg["clusters"], anchor["run_id"],
@@ -791,8 +801,8 @@ def main() -> None:
             else:
                 names = [arm]
             for name in names:
-                on = {name.removeprefix("embed-sim-"): targets[name.removeprefix("embed-sim-")]} \
-                    if arm == "embed-sim" else targets
+                on = {name.removeprefix(f"{arm}-"): targets[name.removeprefix(f"{arm}-")]} \
+                    if arm in PER_TARGET else targets
                 for seed in seeds:
                     c = replace(config, seed=seed)
                     if arm == "full-pool":

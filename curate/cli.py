@@ -187,7 +187,7 @@ def _print_rows(rows: list[dict], title: str | None = None, limit: int | None = 
     for c in columns:
         t.add_column(str(c), overflow="fold", max_width=60)
     for r in rows[:limit] if limit else rows:
-        t.add_row(*("" if r[c] is None else str(r[c]) for c in columns))
+        t.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
     console.print(t)
     if limit and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more rows (use --json or `curate sql` for all)")
@@ -266,7 +266,7 @@ def export(
 # ---------------------------------------------------------------- score
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="heuristics, embed or lm.")],
+    scorer: Annotated[str, typer.Argument(help="heuristics, embed, lm, steps or influence.")],
     model: Annotated[str | None, typer.Option(
         help="Registry name (see `curate models`) or a local Hugging Face folder "
         "[default: the scorer's own].")] = None,
@@ -282,6 +282,22 @@ def score(
     where: Annotated[str | None, typer.Option(
         help="Score only the examples this SQL filter keeps, e.g. \"source = 'gsm8k/train'\".")
     ] = None,
+    target: Annotated[str | None, typer.Option(
+        help="influence (required): the examples to be influential for: a selection, "
+        "source:NAME, or a file (as `curate evaluate --target`).")] = None,
+    warmup: Annotated[int | None, typer.Option(
+        help="influence: rows of the random LoRA warm-up slice (default 256).")] = None,
+    warmup_run: Annotated[str | None, typer.Option(
+        help="influence: a finished LoRA run with kept snapshots instead of a warm-up.")
+    ] = None,
+    dim: Annotated[int | None, typer.Option(
+        help="influence: random projection dimension of the gradients (default 8192).")
+    ] = None,
+    checkpoints: Annotated[int | None, typer.Option(
+        help="influence: warm-up snapshots to sum over, TracIn (default 4).")] = None,
+    precondition: Annotated[str | None, typer.Option(
+        help="influence: adam (LESS: Adam update direction of pool examples) or none "
+        "(default adam).")] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -292,12 +308,21 @@ def score(
     """
     from curate.scoring import make_scorer, run_scorer
 
+    st = _store(store).require()
     options = {"model": model, "batch_size": batch_size, "device": device}
-    for key, value in (("text", text), ("batch_tokens", batch_tokens), ("max_tokens", max_tokens)):
+    for key, value in (("text", text), ("batch_tokens", batch_tokens), ("max_tokens", max_tokens),
+                       ("target", target), ("warmup", warmup), ("warmup_run", warmup_run),
+                       ("dim", dim), ("checkpoints", checkpoints),
+                       ("precondition", precondition)):
         if value is not None:
             options[key] = value
+    if scorer == "influence":
+        options["store"] = st
+        options["batch_size"] = min(batch_size, 16)  # per-example gradients: rows x 2.4M floats
     sc = make_scorer(scorer, **options)
-    st = _store(store).require()
+    if scorer == "influence":  # the warm-up fine-tune and the target's gradients come first
+        with _CountProgress("influence warm-up (steps)", quiet=as_json) as progress:
+            sc.prepare(progress)
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
         report = run_scorer(st, sc, progress=progress, where=where)
     if as_json:
@@ -306,6 +331,10 @@ def score(
         console.print(f"{report.scorer}: scored {report.scored} ({report.skipped} with a reason),"
                       f" {report.cached} already cached; view scores_{report.scorer}; "
                       f"{report.seconds:.1f}s")
+        if scorer == "influence" and sc.snapshots:
+            console.print(f"  warm-up run {sc.run_id}: {len(sc.snapshots)} snapshot(s) at steps "
+                          f"{', '.join(str(s.step) for s in sc.snapshots)}; gradients computed "
+                          f"for {sc.computed} examples, the others read from {st.root}/gradients/")
 
 
 class _CountProgress:
@@ -341,7 +370,8 @@ class _CountProgress:
 _SELECT_OPTIONS = {  # CLI option -> selector parameter
     "seed": "seed", "score": "score", "ascending": "ascending", "clusters": "clusters",
     "strategy": "strategy", "threshold": "threshold", "quality": "quality",
-    "quality_weight": "quality_weight", "keep": "keep",
+    "quality_weight": "quality_weight", "keep": "keep", "target": "target",
+    "reference": "reference", "scope": "scope",
 }
 
 
@@ -349,7 +379,8 @@ _SELECT_OPTIONS = {  # CLI option -> selector parameter
 def select(
     method: Annotated[str | None, typer.Argument(
         help="random, topk, threshold, longest, length, kmeans, facility-location, log-det, "
-        "semdedup, exact-dedup (omit with --recipe).", show_default=False)] = None,
+        "semdedup, exact-dedup, token-clean, outcome, rejection-sampling, grape, "
+        "expert-failures (omit with --recipe).", show_default=False)] = None,
     name: Annotated[str, typer.Option(help="Name to save the selection under.")] = "",
     budget: Annotated[str | None, typer.Option(
         help="A count (1000), a fraction of the pool (5%) or tokens (2M tokens).")] = None,
@@ -366,9 +397,14 @@ def select(
     clusters: Annotated[int | None, typer.Option(help="kmeans / semdedup: number of clusters.")
                         ] = None,
     strategy: Annotated[str | None, typer.Option(
-        help="kmeans: balanced, proportional, sensitivity or refine.")] = None,
+        help="kmeans: balanced, proportional, sensitivity, refine or target. token-clean: "
+        "influence (against --reference) or q-tuning.")] = None,
+    target: Annotated[str | None, typer.Option(
+        help="kmeans --strategy target: the set to match (a selection, source:NAME or a "
+        "file, as for `curate evaluate`).")] = None,
     threshold: Annotated[float | None, typer.Option(
-        help="semdedup: cosine similarity at or above which two examples are duplicates.")
+        help="semdedup: cosine similarity at or above which two examples are duplicates; "
+        "expert-failures: step score past which a step is harmful.")
     ] = None,
     quality: Annotated[str | None, typer.Option(
         help="facility-location / log-det / kmeans: score or SQL expression for quality "
@@ -377,7 +413,14 @@ def select(
         help="facility-location: weight of the quality term.")] = None,
     keep: Annotated[str | None, typer.Option(
         help="dedup: which duplicate to keep: a score expression, higher kept (prefix - for "
-        "lower).")] = None,
+        "lower). token-clean: the fraction of response tokens to train (0.6 or 60%).")
+    ] = None,
+    reference: Annotated[str | None, typer.Option(
+        help="token-clean: the finished run (curate finetune on a trusted slice) whose "
+        "per-token loss drop marks the informative tokens.")] = None,
+    scope: Annotated[str | None, typer.Option(
+        help="token-clean: rank tokens within each example or over the whole pool "
+        "(example | global).")] = None,
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Any other option of the method, KEY=VALUE (repeatable).")
     ] = None,
@@ -394,6 +437,7 @@ def select(
       curate select random --budget 5% --name random-5pct\n
       curate select topk --score ifd --budget 2M tokens --name hard\n
       curate select kmeans --clusters 100 --budget 1000 --name diverse\n
+      curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq
     """
     import yaml
@@ -415,7 +459,8 @@ def select(
         plan = method
         given = dict(seed=seed, score=score, ascending=ascending, clusters=clusters,
                      strategy=strategy, threshold=threshold, quality=quality,
-                     quality_weight=quality_weight, keep=keep)
+                     quality_weight=quality_weight, keep=keep, target=target,
+                     reference=reference, scope=scope)
         params = {_SELECT_OPTIONS[k]: v for k, v in given.items() if v is not None}
         if budget is not None:
             params["budget"] = budget
@@ -458,7 +503,7 @@ def selections(
     as_json: JsonOpt = False,
 ) -> None:
     """List saved selections (also in SQL: `selections`, `selection_members`,
-    `selection_dropped`)."""
+    `selection_dropped`, `selection_masks`)."""
     from curate.selectors import delete_selection, list_selections
 
     st = _store(store).require()
@@ -475,7 +520,7 @@ def selections(
         return
     _print_rows(rows, title="selections (details: --json, or SQL on `selections`)",
                 columns=["name", "method", "budget", "size", "tokens", "pool_size", "dropped",
-                         "created_at"])
+                         "masked", "created_at"])
 
 
 # ---------------------------------------------------------------- finetune / evaluate
@@ -502,8 +547,8 @@ def finetune(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fine-tune a causal LM on a selection (loss on assistant tokens only; token masks
-    honoured). The run lands in <store>/runs/<id>/ and the `runs` view; rerunning the
+    """Fine-tune a causal LM on a selection (loss on assistant tokens only; the
+    selection's turn and token masks honoured). The run lands in <store>/runs/<id>/ and the `runs` view; rerunning the
     same command resumes from the last checkpoint, or returns the finished run."""
     from curate.finetune.train import TrainConfig, finetune as run_finetune
 
@@ -601,6 +646,175 @@ def compare(
     for note in board["notes"]:
         console.print(f"note: {note}")
     console.print(f"leaderboard: {board['path']}/leaderboard.json and leaderboard.png")
+
+
+# ---------------------------------------------------------------- report
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="HTML file to write (one self-contained page that opens offline).")
+    ] = Path("report.html"),
+    max_points: Annotated[int, typer.Option(
+        help="Embeddings drawn on the 2-D map at most (a deterministic subsample above).")
+    ] = 5000,
+    store: StoreOpt = None,
+) -> None:
+    """Write the run report: composition, score histograms, an embedding map by cluster
+    and by selection, duplicates, quarantine, selections, runs, leaderboards, token masks."""
+    from curate.report import build_report
+
+    st = _store(store).require()
+    with err.status("report", spinner="dots") if err.is_terminal else _nullcontext():
+        path = build_report(st, out, max_points=max_points)
+    console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+# ---------------------------------------------------------------- flows: run / serve
+WatchArg = Annotated[list[str] | None, typer.Argument(
+    help="Watched folders, files or globs: what is new there is ingested (files already "
+    "ingested with the same options are skipped).", show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    help="YAML of curate_flow parameters (store, watch, scorers, selections, export, "
+    "evaluate, compare, report; see flows/demo.yaml). Options given here override it.")]
+ScoreOpt = Annotated[list[str] | None, typer.Option(
+    "--score", help="A scorer to run (repeatable) (default: heuristics, embed; the config's "
+    "when given).", show_default=False)]
+SelectOpt = Annotated[list[str] | None, typer.Option(
+    "--select", help="NAME=RECIPE.yaml or NAME=METHOD (repeatable), e.g. "
+    "diverse=selectors/kmeans-balanced.yaml, random-5pct=random (default: "
+    "deduped=selectors/dedup.yaml).", show_default=False)]
+BudgetOpt = Annotated[str | None, typer.Option(help="Budget of every --select.")]
+WhereOpt = Annotated[str | None, typer.Option(help="SQL pool filter of every --select.")]
+ExportDirOpt = Annotated[Path | None, typer.Option(
+    help="Where the selections are exported (default: <store>/exports).")]
+ExportFormatOpt = Annotated[str | None, typer.Option(
+    help="messages, jsonl or parquet (default: messages).")]
+ReportOpt = Annotated[Path | None, typer.Option(
+    "--report", help="Report file (default: <store>/report.html).")]
+NoReportOpt = Annotated[bool, typer.Option("--no-report", help="Skip the report.")]
+
+
+def _flow_params(watch, config, store, score, select, budget, where, export_dir,
+                 export_format, report, no_report) -> dict:
+    """curate_flow parameters: the --config YAML, then the options given."""
+    import yaml
+
+    params: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise CurateError(f"no config file {config}\n  fix: give a YAML file of "
+                              "curate_flow parameters, e.g. flows/demo.yaml")
+        params = yaml.safe_load(config.read_text()) or {}
+        from flows import curate_flow
+
+        known = set(curate_flow.parameters.properties)
+        wrong = sorted(set(params) - known) if isinstance(params, dict) else ["(not a mapping)"]
+        if wrong:
+            raise CurateError(f"{config}: unknown key(s) {', '.join(wrong)}\n  fix: the keys "
+                              f"are {', '.join(sorted(known))}")
+    params["store"] = str(_store(store).root) if store is not None or "store" not in params \
+        else params["store"]
+    if watch:
+        params["watch"] = list(watch)
+    if score:
+        params["scorers"] = list(score)
+    if select:
+        specs = []
+        for item in select:
+            name, sep, what = item.partition("=")
+            if not sep or not name or not what:
+                raise CurateError(f"--select {item!r} is not NAME=RECIPE|METHOD\n  fix: e.g. "
+                                  "--select diverse=selectors/kmeans-balanced.yaml")
+            spec = {"name": name, "recipe" if what.endswith((".yaml", ".yml")) else "method": what}
+            specs.append(spec | {k: v for k, v in (("budget", budget), ("where", where)) if v})
+        params["selections"] = specs
+    elif budget or where:
+        raise CurateError("--budget and --where apply to --select\n  fix: add --select NAME=...")
+    if export_dir is not None or export_format is not None:
+        params["export"] = {**(params.get("export") or {}),
+                            **({"dir": str(export_dir)} if export_dir else {}),
+                            **({"format": export_format} if export_format else {})}
+    if no_report:
+        params["report"] = False
+    elif report is not None:
+        params["report"] = str(report)
+    return params
+
+
+@app.command("run")
+def run_flow(
+    watch: WatchArg = None, config: ConfigOpt = None, score: ScoreOpt = None,
+    select: SelectOpt = None, budget: BudgetOpt = None, where: WhereOpt = None,
+    export_dir: ExportDirOpt = None, export_format: ExportFormatOpt = None,
+    report: ReportOpt = None, no_report: NoReportOpt = False,
+    store: StoreOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Run the whole pipeline once now as a Prefect flow: ingest what is new under WATCH,
+    score the new rows, recompute the selections, export them, (compare,) and write the
+    report; print what changed and the report path.
+
+    Unchanged stages answer from Prefect's task cache, so a rerun with nothing new does
+    almost nothing. Runs on Prefect's ephemeral local server (nothing to start), or on
+    the server PREFECT_API_URL names. Each run is a row of the `flow_runs` view.
+
+    Examples:\n
+      curate run data --store demo-store\n
+      curate run incoming/ --select diverse=selectors/kmeans-balanced.yaml --budget 5%\n
+      curate run --config flows/demo.yaml
+    """
+    params = _flow_params(watch, config, store, score, select, budget, where, export_dir,
+                          export_format, report, no_report)
+    from flows import curate_flow
+
+    result = curate_flow(**params)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    scored = ", ".join(f"{k} {v}" for k, v in result["rows_scored"].items()) or "none"
+    console.print(
+        f"flow run {result['flow_run']}: {result['files_ingested']} file(s) ingested "
+        f"({result['files_skipped']} skipped), {result['rows_new']} new rows "
+        f"({result['duplicates']} duplicates, {result['quarantined']} quarantined)\n"
+        f"  scored: {scored}\n"
+        f"  selections refreshed: {', '.join(result['selections']) or 'none'}\n"
+        f"  exports written: {', '.join(result['exports']) or 'none'}\n"
+        f"  {result['cached_tasks']} task(s) answered from the cache"
+        + (f"\n  leaderboard: {result['compare']}" if result["compare"] else ""), markup=False)
+    if result["report"]:
+        console.print(f"report: {result['report']}", markup=False)
+
+
+@app.command("serve")
+def serve_flow(
+    watch: WatchArg = None, config: ConfigOpt = None,
+    cron: Annotated[str | None, typer.Option(
+        help="Cron schedule (default: '0 2 * * *', nightly at 02:00, when no --interval).")
+    ] = None,
+    interval: Annotated[float | None, typer.Option(help="Run every this many seconds.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name (curate/NAME).")] = "nightly",
+    score: ScoreOpt = None, select: SelectOpt = None, budget: BudgetOpt = None,
+    where: WhereOpt = None, export_dir: ExportDirOpt = None,
+    export_format: ExportFormatOpt = None, report: ReportOpt = None,
+    no_report: NoReportOpt = False, store: StoreOpt = None,
+) -> None:
+    """Serve the pipeline on a schedule until Ctrl-C or SIGTERM (the schedule is paused
+    on the way out): registers the deployment curate/NAME of curate_flow with the
+    parameters (as for `curate run`) and runs each scheduled run in this process.
+
+    Scheduling needs a Prefect server with its scheduler: the one PREFECT_API_URL names,
+    else a local one this command starts and stops (`prefect server start`, database
+    under PREFECT_HOME). `prefect deployment run 'curate/NAME'` triggers a run now.
+
+    Examples:\n
+      curate serve incoming/ --store nightly-store\n
+      curate serve incoming/ --interval 3600 --select diverse=selectors/kmeans-balanced.yaml
+    """
+    params = _flow_params(watch, config, store, score, select, budget, where, export_dir,
+                          export_format, report, no_report)
+    from flows.serve import serve
+
+    serve(params, name=name, cron=cron if cron or interval else "0 2 * * *", interval=interval,
+          say=lambda text: console.print(text, markup=False, highlight=False))
 
 
 # ---------------------------------------------------------------- models

@@ -30,5 +30,9 @@ class StoreError(CurateError):
     """The store is missing, locked by another writer, or not a curate store."""
 
 
+class StoreBusyError(StoreError):
+    """Another process holds the lock: transient, worth retrying (flows do)."""
+
+
 class QueryError(CurateError):
     """A SQL query or filter expression failed."""

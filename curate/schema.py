@@ -63,6 +63,7 @@ SELECTION_SCHEMA = pa.schema(
         pa.field("tokens", pa.int64()),  # null when the store has no token counts
         pa.field("pool_size", pa.int64()),
         pa.field("dropped", pa.int64()),
+        pa.field("masked", pa.int64()),  # members with a loss mask (selection_masks)
         pa.field("pool_where", pa.string()),
         pa.field("fingerprint", pa.string()),  # of the input pool and score configurations
         pa.field("recipe", pa.string()),  # the recipe text, for recipe selections
@@ -89,6 +90,20 @@ SELECTION_DROPPED_SCHEMA = pa.schema(
         pa.field("duplicate_of", pa.string()),  # the kept example it repeats
         pa.field("similarity", pa.float32()),  # cosine; 1 for exact text duplicates
         pa.field("step", pa.string()),  # which step dropped it
+    ]
+)
+
+# Loss masks a selection carries (token cleaning, trace selection): one row per member
+# that has a mask. `turns`: one flag per assistant turn, False = no loss on that turn;
+# `tokens`: 0/1 per trained token of the last assistant turn (content then end-of-turn,
+# contract in curate/finetune/data.py), 0 = no loss. Null = all trained.
+SELECTION_MASK_SCHEMA = pa.schema(
+    [
+        pa.field("selection", pa.string()),
+        pa.field("id", pa.string()),
+        pa.field("turns", pa.list_(pa.bool_())),
+        pa.field("tokens", pa.list_(pa.uint8())),
+        pa.field("reason", pa.string()),  # why it was masked, for people
     ]
 )
 
@@ -143,6 +158,34 @@ EVAL_EXAMPLE_SCHEMA = pa.schema(
         pa.field("tokens", pa.int64()),
         pa.field("correct", pa.bool_()),  # null without an accuracy check
         pa.field("reason", pa.string()),  # why it was not scored
+    ]
+)
+
+# One run of a Prefect flow over the store (flow_runs/<flow_run_id>/run.parquet) and
+# what it changed; counts are 0 when nothing was new (the work was cached).
+FLOW_RUN_SCHEMA = pa.schema(
+    [
+        pa.field("flow_run_id", pa.string()),  # Prefect's flow run id
+        pa.field("flow_run_name", pa.string()),
+        pa.field("flow", pa.string()),
+        pa.field("status", pa.string()),  # completed | failed
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("seconds", pa.float64()),
+        pa.field("files_ingested", pa.int64()),  # files read (new or changed)
+        pa.field("files_skipped", pa.int64()),  # already ingested with the same options
+        pa.field("rows_new", pa.int64()),  # examples stored (new ids)
+        pa.field("duplicates", pa.int64()),
+        pa.field("quarantined", pa.int64()),
+        pa.field("rows_scored", pa.string()),  # JSON {scorer: rows scored by this run}
+        pa.field("selections", pa.string()),  # JSON [names recomputed by this run]
+        pa.field("exports", pa.string()),  # JSON [paths written by this run]
+        pa.field("compare", pa.string()),  # leaderboard folder, when compared
+        pa.field("report", pa.string()),  # report path
+        pa.field("cached_tasks", pa.int64()),  # tasks answered from the cache
+        pa.field("error", pa.string()),
+        pa.field("parameters", pa.string()),  # JSON
+        pa.field("curate_version", pa.string()),
     ]
 )
 

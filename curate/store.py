@@ -31,10 +31,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import StoreError
+from curate.errors import StoreBusyError, StoreError
 from curate.schema import (DUPLICATE_SCHEMA, EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA, EXAMPLE_SCHEMA,
+                           FLOW_RUN_SCHEMA,
                            QUARANTINE_SCHEMA, RUN_SCHEMA, SELECTION_DROPPED_SCHEMA,
-                           SELECTION_MEMBER_SCHEMA, SELECTION_SCHEMA)
+                           SELECTION_MASK_SCHEMA, SELECTION_MEMBER_SCHEMA, SELECTION_SCHEMA)
 
 STORE_FORMAT = 1
 DEFAULT_STORE = "curate-store"
@@ -70,9 +71,11 @@ VIEWS: dict[str, tuple[str, pa.Schema]] = {
     "selections": ("selections/*/manifest.parquet", SELECTION_SCHEMA),
     "selection_members": ("selections/*/members.parquet", SELECTION_MEMBER_SCHEMA),
     "selection_dropped": ("selections/*/dropped.parquet", SELECTION_DROPPED_SCHEMA),
+    "selection_masks": ("selections/*/masks.parquet", SELECTION_MASK_SCHEMA),
     "runs": ("runs/*/run.parquet", RUN_SCHEMA),
     "evals": ("evals/*/eval.parquet", EVAL_SCHEMA),
     "eval_examples": ("evals/*/examples.parquet", EVAL_EXAMPLE_SCHEMA),
+    "flow_runs": ("flow_runs/*/run.parquet", FLOW_RUN_SCHEMA),
 }
 
 
@@ -217,7 +220,7 @@ def hold_lock(path: Path, wait: float | None, busy: str) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = path.read_text(errors="replace").strip() or "unknown"
-                    raise StoreError(f"{busy} ({holder})\n  fix: wait for it to finish, or "
+                    raise StoreBusyError(f"{busy} ({holder})\n  fix: wait for it to finish, or "
                                      "raise CURATE_LOCK_WAIT (seconds) to queue behind it"
                                      ) from None
                 time.sleep(0.1)

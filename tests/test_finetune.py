@@ -12,19 +12,20 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
-from conftest import corpora_path, rows, write_jsonl
+from conftest import corpora_path, rows, single, write_jsonl
 from curate.errors import CurateError
 from curate.finetune import TrainConfig, batches, encode, finetune, load_run_model
 from curate.finetune.data import IGNORE
 from curate.finetune.train import batch_loss
 from curate.ingest import ingest
-from curate.models import resolve
 from curate.scoring.lm import LMScorer
 from curate.selectors import select
 from curate.selectors.selection import Selection, save_selection
 from curate.store import Store
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EOT = "<|im_end|>"
 MULTI_TURN = [
@@ -34,39 +35,6 @@ MULTI_TURN = [
     {"role": "user", "content": "And 4 plus 4?"},
     {"role": "assistant", "content": "4 plus 4 is 8, an even number."},
 ]
-
-
-def single(question: str, answer: str) -> list[dict]:
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A 32-wide model gains nothing from intra-op threads, and on a shared 2-core machine
-    their spin-waits made these tests 3-4x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(str(resolve("smollm2-135m", "causal-lm")))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tokenizer):
-    """A 2-layer Llama with the SmolLM2 tokenizer: a valid `model` folder for training."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=512,
-                         initializer_range=0.1)  # wide enough that LoRA can steer the frozen head
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 its data says. Skipped (with the reason) where the corpora are absent."""
 
 import collections
-import json
 
 import pytest
 

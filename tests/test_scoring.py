@@ -1,7 +1,6 @@
 """Scorers on real rows: shapes, order, cache hits, incremental scoring, the resume after
 SIGKILL, bad input, and sanity."""
 
-import json
 import os
 import signal
 import subprocess

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,6 +234,38 @@ def test_kmeans_balanced_covers_the_true_sources(pool_store):
     assert all(c >= 4 for c in counts.values()), counts  # every source, none starved
     # any prefix of the ranking is balanced too: the first 8 picks span 8 clusters
     assert len(set(sel.labels_[sel.ranking_[:8]])) == 8
+
+
+def test_kmeans_target_quotas_follow_the_target_mix(pool_store, tmp_path):
+    """A target of GSM8K and T0 rows that are not in the store: the picks follow its
+    mix (the two sources take most of the budget), not the pool's four-way mix; the same
+    target read from a source of the store (stored vectors) gives the same quotas."""
+    from curate.errors import CurateError
+
+    def rows_of(rel, skip, n):
+        with (CORPORA / rel).open() as f:
+            return [json.loads(line) for line in f][skip:skip + n]
+
+    target = write_jsonl(tmp_path / "target.jsonl",
+                         rows_of(SOURCES["gsm8k"][0], PER_SOURCE, 9)
+                         + rows_of(SOURCES["t0"][0], PER_SOURCE, 3))
+    where = "source <> 'planted'"
+    pool = Pool(pool_store, where=where)
+    sel = make_selector("kmeans", budget=40, clusters=8, strategy="target",
+                        target=str(target)).fit(pool)
+    got = true_sources(pool_store, sel.selected_ids_)
+    assert got.count("gsm8k") + got.count("t0") >= 30, got
+    assert got.count("gsm8k") > got.count("t0") > 0
+    assert sel.reasons_[0].startswith("cluster ") and "weight" in sel.reasons_[0]
+    # same target from inside the store: a selection of the gsm8k rows it scores as-is
+    from curate.selectors import select
+    select(pool_store, "topk", "gsm8k-rows", score="-source_row", budget=9,
+           where="source = 'gsm8k'", overwrite=True)
+    inside = make_selector("kmeans", budget=40, clusters=8, strategy="target",
+                           target="gsm8k-rows").fit(Pool(pool_store, where=where))
+    assert true_sources(pool_store, inside.selected_ids_).count("gsm8k") >= 30
+    with pytest.raises(CurateError, match="--strategy target"):
+        make_selector("kmeans", budget=40, strategy="target").fit(pool)
 
 
 def test_facility_location_covers_better_than_random(pool_store):

@@ -1,7 +1,6 @@
 """The store: idempotent re-ingest, run records, one writer, readers never blocked,
 crash safety (SIGKILL mid-ingest, then resume)."""
 
-import json
 import os
 import shutil
 import signal

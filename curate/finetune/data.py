@@ -29,7 +29,16 @@ Token masks (`token_masks`, produced by token cleaning):
     example the `lm` scorer did not truncate, this equals `response_tokens` and
     `len(token_losses)` of `scores_lm` under the same tokenizer. Entries of 0 get label
     -100 (not trained); the mask refers to the untruncated example. Earlier assistant
-    turns are always trained in full.
+    turns are trained in full unless a turn mask says otherwise.
+
+Turn masks (`turn_masks`, produced by trace selection):
+
+    turn_masks[i] is a sequence of bools for example i, one per assistant message of
+    the conversation in order (empty ones included); False = that turn (content and
+    end-of-turn token) gets label -100 throughout. Its length must equal the number of
+    assistant messages (else CurateError).
+
+A selection's saved masks (`selection_masks`) reach `encode` through `finetune`.
 """
 
 from __future__ import annotations
@@ -61,7 +70,8 @@ class Example:
 
 
 def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
-           token_masks: dict[int, np.ndarray] | None = None) -> list[Example]:
+           token_masks: dict[int, np.ndarray] | None = None,
+           turn_masks: dict[int, list[bool]] | None = None) -> list[Example]:
     """Tokenize conversations for SFT with loss on assistant tokens only.
 
     Examples left with no trained token (no assistant content, everything masked) are
@@ -72,6 +82,7 @@ def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
         raise CurateError(f"max_tokens={max_tokens} leaves no room for a prompt and a "
                           "response\n  fix: use max_tokens >= 2 (e.g. 1024)")
     token_masks = token_masks or {}
+    turn_masks = turn_masks or {}
     out: list[Example] = []
     for lo in range(0, len(messages_list), _CHUNK):
         chunk = messages_list[lo:lo + _CHUNK]
@@ -84,6 +95,8 @@ def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
                               "tokenizer (tokenizer.json)")
         for k, (_, spans) in enumerate(rendered):
             index = lo + k
+            if index in turn_masks:
+                spans = _apply_turn_mask(spans, chunk[k], turn_masks[index], index)
             example = _label(np.asarray(enc["input_ids"][k], np.int64),
                              np.asarray(enc["offset_mapping"][k], np.int64).reshape(-1, 2),
                              spans, max_tokens, token_masks.get(index), index)
@@ -92,9 +105,23 @@ def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
     return out
 
 
-def _render(tokenizer, messages: list[dict], index: int) -> tuple[str, list[tuple[int, int]]]:
+def _apply_turn_mask(spans: list[tuple[int, int, bool]], messages: list[dict], turns,
+                     index: int) -> list[tuple[int, int, bool]]:
+    """Spans with the `trained` flag of every turn its mask switches off cleared."""
+    flags = [bool(t) for t in turns]
+    ordinals = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    if len(flags) != len(ordinals):
+        raise CurateError(f"turn mask of example {index} has {len(flags)} entries, but it "
+                          f"has {len(ordinals)} assistant turns\n  fix: one flag per assistant "
+                          "message, in order (empty ones included)")
+    content = [j for j in ordinals if messages[j]["content"]]  # the turns with a span
+    trained = [flags[ordinals.index(j)] for j in content]
+    return [(a, b, keep and ok) for (a, b, keep), ok in zip(spans, trained)]
+
+
+def _render(tokenizer, messages: list[dict], index: int) -> tuple[str, list[tuple[int, int, bool]]]:
     """The conversation's template text and the character span of every non-empty
-    assistant content in it."""
+    assistant content in it (with a `trained` flag, True here)."""
     turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages]
     text = _template(tokenizer, turns, index)
     spans = []
@@ -113,7 +140,7 @@ def _render(tokenizer, messages: list[dict], index: int) -> tuple[str, list[tupl
                 "located\n  fix: use a model whose template renders a conversation as the "
                 "concatenation of its turns (ChatML, Llama 3), or train on single-turn "
                 "examples")
-        spans.append((start, end))
+        spans.append((start, end, True))
     return text, spans
 
 
@@ -128,15 +155,18 @@ def _template(tokenizer, turns: list[dict], index: int) -> str:
                           "roles (system, user, assistant, tool) in this order") from None
 
 
-def _label(ids: np.ndarray, offsets: np.ndarray, spans: list[tuple[int, int]],
+def _label(ids: np.ndarray, offsets: np.ndarray, spans: list[tuple[int, int, bool]],
            max_tokens: int, mask: np.ndarray | None, index: int) -> Example | None:
     labels = np.full(len(ids), IGNORE, np.int64)
     last: np.ndarray = np.zeros(0, np.int64)  # trained positions of the last assistant turn
-    for a, b in spans:
+    anchor = None  # first token of the last turn a turn mask leaves trained
+    for a, b, trained in spans:
         inside = np.flatnonzero((offsets[:, 0] < b) & (offsets[:, 1] > a))
         if len(inside) and inside[-1] + 1 < len(ids):
             inside = np.append(inside, inside[-1] + 1)  # the end-of-turn token
-        labels[inside] = ids[inside]
+        if trained:
+            labels[inside] = ids[inside]
+            anchor = int(inside[0]) if len(inside) else anchor
         last = inside
     if mask is not None:
         mask = np.asarray(mask).reshape(-1)
@@ -154,7 +184,7 @@ def _label(ids: np.ndarray, offsets: np.ndarray, spans: list[tuple[int, int]],
     end = int(trained[-1]) + 1  # what follows the last trained token carries no loss
     start = 0
     if end > max_tokens:
-        first = int(last[0]) if len(last) else int(trained[0])
+        first = anchor if anchor is not None else int(trained[0])
         start = end - max_tokens
         if start > first - 1:  # the last turn alone does not fit: keep its head
             start = max(first - 1, 0)

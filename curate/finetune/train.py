@@ -5,6 +5,9 @@
       loss.parquet     step, loss, lr, tokens, seconds (rewritten at every checkpoint)
       checkpoint/      state.pt: trainable weights, optimizer, scheduler, step, RNG states,
                        batch position; swapped in whole, removed once the run is done
+      checkpoints/step-NNNNNN/   with keep_checkpoints=K: K evenly spaced snapshots kept
+                       for gradient influence (snapshot.safetensors: trainable weights and
+                       Adam moments; snapshot.json: step, its learning rate, Adam settings)
       adapter/         LoRA: the peft adapter (save_pretrained) and the tokenizer
       model/           full fine-tune: the model and the tokenizer
       run.parquet      one row (RUN_SCHEMA); written last, so it means "finished"
@@ -84,6 +87,7 @@ class TrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     checkpoint_every: int = 50  # optimizer steps
+    keep_checkpoints: int = 0  # evenly spaced snapshots kept after the run (influence)
     device: str | None = None
 
     def resolved(self) -> "TrainConfig":
@@ -116,8 +120,10 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
              on_step: Callable[[dict], None] | None = None) -> RunReport:
     """Fine-tune `config.model` on selection `selection` and save the run in the store.
 
+    The selection's saved masks (`selection_masks`: turn and token masks) are applied;
     `token_masks` maps example ids to 0/1 masks over their last assistant turn's trained
-    tokens (contract: `curate.finetune.data`). `progress` gets `start(total_steps)` and
+    tokens (contract: `curate.finetune.data`) and replaces a saved token mask of that id.
+    Both kinds of mask enter the run id. `progress` gets `start(total_steps)` and
     `advance(n)`; `on_step` gets each step's loss row after any checkpoint is written.
     """
     from curate.models import resolve
@@ -125,13 +131,18 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
     config = config.resolved()
     _check(config)
     store.require()
-    ids, messages, manifest = _selection(store, selection)
+    ids, messages, manifest, saved_tokens, saved_turns = _selection(store, selection)
     path = resolve(config.model, "causal-lm")
     members = hashlib.sha1("\n".join(ids).encode()).hexdigest()
-    masks = {i: np.asarray(token_masks[x]) for i, x in enumerate(ids)
-             if token_masks and x in token_masks}
+    by_id = {**saved_tokens, **(token_masks or {})}
+    masks = {i: np.asarray(by_id[x]) for i, x in enumerate(ids) if x in by_id}
+    turns = {i: np.asarray(saved_turns[x], bool) for i, x in enumerate(ids) if x in saved_turns}
     identity = {"selection": selection, "members": members, "token_masks": _digest(masks),
                 **{k: v for k, v in asdict(config).items() if k not in _RUNTIME_FIELDS}}
+    if turns:  # only then: runs of unmasked selections keep their ids
+        identity["turn_masks"] = _digest(turns)
+    if not config.keep_checkpoints:  # only then: runs without snapshots keep their ids
+        identity.pop("keep_checkpoints")
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     run_id = run_id or f"{selection}-{config.method}-s{config.seed}-{key[:8]}"
     if not _RUN_ID.match(run_id):
@@ -150,7 +161,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
         if saved is not None and (run_dir / "run.parquet").is_file():
             return _report(run_dir, cached=True)
         run = _Run(store, run_dir, run_id, selection, config, path, key, manifest, saved)
-        return run.train(messages, masks, progress, on_step)
+        return run.train(messages, masks, progress, on_step, turns)
 
 
 def load_run_model(store, run_id: str, device: str | None = None):
@@ -226,7 +237,8 @@ class _Run:
         self._orders: dict[int, list[list[int]]] = {}  # epoch -> its batch order
 
     def train(self, messages: list, masks: dict[int, np.ndarray], progress,
-              on_step: Callable[[dict], None] | None) -> RunReport:
+              on_step: Callable[[dict], None] | None,
+              turns: dict[int, np.ndarray] | None = None) -> RunReport:
         import torch
 
         from curate import __version__
@@ -237,7 +249,7 @@ class _Run:
         tokenizer, model = self._load(dev)
         max_tokens = min(config.max_tokens,
                          getattr(model.config, "max_position_embeddings", None) or 10**9)
-        examples = encode(tokenizer, messages, max_tokens, masks)
+        examples = encode(tokenizer, messages, max_tokens, masks, turns)
         if not examples:
             raise CurateError(f"no member of selection {self.selection!r} has an assistant "
                               "token to train on\n  fix: select examples with responses")
@@ -253,6 +265,7 @@ class _Run:
             "selection_size": len(messages), "examples": len(examples),
             "skipped": len(messages) - len(examples), "tokens": tokens,
             "truncated": sum(e.truncated for e in examples), "batches_per_epoch": n_batches,
+            "token_masked": len(masks), "turn_masked": len(turns or {}),
             "steps": total_steps, "model_path": str(self.path), "config": asdict(config),
             "created_at": self.created_at, "curate_version": __version__,
         }, indent=2).encode())
@@ -302,6 +315,8 @@ class _Run:
             row = {"step": step + 1, "loss": step_loss / step_tokens, "lr": lr,
                    "tokens": step_tokens, "seconds": elapsed + time.monotonic() - began}
             rows.append(row)
+            if step + 1 in _kept_steps(config.keep_checkpoints, total_steps):
+                self._keep_snapshot(model, optimizer, step + 1, lr)
             if (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
                 self._save_checkpoint(model, optimizer, scheduler, step + 1, rows, dev)
             if progress is not None:
@@ -364,6 +379,27 @@ class _Run:
         _swap_in(tmp, self.dir / "checkpoint")
         _write_parquet(self.dir / "loss.parquet", pa.Table.from_pylist(rows, LOSS_SCHEMA))
 
+    def _keep_snapshot(self, model, optimizer, step: int, lr: float) -> None:
+        """checkpoints/step-NNNNNN/: the trainable weights after `step`, their Adam
+        moments, and the learning rate the step used (what TracIn / LESS weigh by)."""
+        from safetensors.torch import save_file
+
+        tensors, group = {}, optimizer.param_groups[0]
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                state = optimizer.state[p]
+                tensors[f"weight.{name}"] = p.detach().cpu().contiguous()
+                tensors[f"exp_avg.{name}"] = state["exp_avg"].cpu().contiguous()
+                tensors[f"exp_avg_sq.{name}"] = state["exp_avg_sq"].cpu().contiguous()
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        save_file(tensors, str(tmp / "snapshot.safetensors"))
+        (tmp / "snapshot.json").write_text(json.dumps({
+            "step": step, "lr": lr, "betas": list(group["betas"]), "eps": group["eps"]}))
+        fsync(tmp / "snapshot.safetensors")
+        (self.dir / "checkpoints").mkdir(exist_ok=True)
+        _swap_in(tmp, self.dir / "checkpoints" / f"step-{step:06d}")
+
     def _load_checkpoint(self) -> dict | None:
         import torch
 
@@ -410,6 +446,8 @@ def _check(config: TrainConfig) -> None:
          "0 <= warmup_ratio < 1"),
         (config.checkpoint_every < 1, f"checkpoint_every={config.checkpoint_every}",
          "checkpoint_every >= 1"),
+        (config.keep_checkpoints < 0, f"keep_checkpoints={config.keep_checkpoints}",
+         "keep_checkpoints >= 0"),
         (config.method == "lora" and config.lora_r < 1, f"lora_r={config.lora_r}",
          "lora_r >= 1"),
     ]
@@ -418,8 +456,11 @@ def _check(config: TrainConfig) -> None:
             raise CurateError(f"cannot train with {what}\n  fix: use {fix}")
 
 
-def _selection(store, name: str) -> tuple[list[str], list, dict]:
-    """(ids, messages) of a saved selection in rank order, and its manifest."""
+def _selection(store, name: str) -> tuple[list[str], list, dict, dict, dict]:
+    """(ids, messages) of a saved selection in rank order, its manifest, and its saved
+    masks: token masks and turn masks by id."""
+    from curate.selectors.selection import load_masks
+
     manifest = store.root / "selections" / name / "manifest.json"
     if not manifest.is_file():
         names = sorted(p.parent.name for p in (store.root / "selections").glob("*/manifest.json"))
@@ -435,7 +476,15 @@ def _selection(store, name: str) -> tuple[list[str], list, dict]:
     if table.num_rows == 0:
         raise CurateError(f"selection {name!r} has no examples to train on\n  fix: select "
                           "with a larger budget or a wider --where")
-    return table["id"].to_pylist(), table["messages"].to_pylist(), json.loads(manifest.read_text())
+    tokens, turns = {}, {}
+    saved = load_masks(store, name)
+    for row in saved.to_pylist() if saved is not None else []:
+        if row["tokens"] is not None:
+            tokens[row["id"]] = np.asarray(row["tokens"], np.uint8)
+        if row["turns"] is not None:
+            turns[row["id"]] = row["turns"]
+    return (table["id"].to_pylist(), table["messages"].to_pylist(),
+            json.loads(manifest.read_text()), tokens, turns)
 
 
 def _digest(masks: dict[int, np.ndarray]) -> str | None:
@@ -453,6 +502,11 @@ def _quiet_peft() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
         yield
+
+
+def _kept_steps(count: int, total: int) -> set[int]:
+    """The steps whose snapshots are kept: `count` evenly spaced, the last step included."""
+    return {max(1, round(total * k / count)) for k in range(1, count + 1)} if count else set()
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

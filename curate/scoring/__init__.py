@@ -5,6 +5,9 @@
     embed        sentence embeddings (+ FAISS index) of prompt, response or all
     lm           causal-LM response perplexity with / without the prompt, IFD, entropy,
                  token counts, per-token response losses
+    steps        per-assistant-turn (trace step) mean token loss under a causal LM
+    influence    LESS / TracIn gradient influence on a target (LoRA warm-up, projected
+                 per-example gradients), gradient norm
 """
 
 from __future__ import annotations
@@ -13,9 +16,12 @@ from curate.errors import CurateError
 from curate.scoring.base import ScoreReport, Scorer, run_scorer
 from curate.scoring.embed import EmbedScorer
 from curate.scoring.heuristics import HeuristicsScorer
+from curate.scoring.influence import InfluenceScorer
 from curate.scoring.lm import LMScorer
+from curate.scoring.steps import StepLossScorer
 
-SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer, LMScorer)}
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer, LMScorer,
+                                                          StepLossScorer, InfluenceScorer)}
 
 __all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer"]
 

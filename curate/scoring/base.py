@@ -46,6 +46,7 @@ class Scorer:
     columns: ClassVar[dict[str, pa.DataType]]
     higher_is_better: ClassVar[dict[str, bool]] = {}
     needs: ClassVar[str] = "messages"  # "messages", or a key of TEXTS
+    shard_rows: ClassVar[int | None] = None  # rows per committed shard [default: SHARD_ROWS]
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
                  device: str | None = None, params: dict | None = None):
@@ -96,10 +97,11 @@ SHARD_ROWS = 2048
 
 
 def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
-               shard_rows: int = SHARD_ROWS, where: str | None = None) -> ScoreReport:
+               shard_rows: int | None = None, where: str | None = None) -> ScoreReport:
     """Score every example of the store (or those matching the SQL filter `where`) not
     yet scored by this configuration."""
     progress = progress or Progress()
+    shard_rows = shard_rows or scorer.shard_rows or SHARD_ROWS
     started = time.time()
     store.require()
     folder = store.root / "scores" / scorer.name / scorer.key

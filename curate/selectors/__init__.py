@@ -11,6 +11,12 @@
     log-det            submodular log-determinant (DPP MAP) diversity (+ quality)
     semdedup           semantic dedup within k-means clusters (SemDeDup)
     exact-dedup        exact / normalized-text dedup
+    outcome            traces / labelled responses by success and reward
+    rejection-sampling per prompt, up to k correct responses, most diverse first
+    grape              per prompt, the response the model to train finds most probable
+    expert-failures    failed traces with their harmful steps masked (turn masks)
+    token-clean        every pool example, uninformative response tokens masked (token
+                       cleaning against a reference run, or Q-Tuning's EU-plane triage)
 """
 
 from __future__ import annotations
@@ -28,11 +34,16 @@ from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector
 from curate.selectors.recipe import Plan, Step, load_recipe, run_plan, validate
 from curate.selectors.selection import (Selection, check_name, delete_selection,
                                         list_selections, save_selection)
+from curate.selectors.token_clean import TokenCleaner
+from curate.selectors.traces import (ExpertFailureSelector, GrapeSelector, OutcomeSelector,
+                                     RejectionSampler)
 
 SELECTORS: dict[str, type[Selector]] = {
     c.name: c for c in (RandomSelector, TopKSelector, ThresholdSelector, LongestSelector,
                         LengthFilter, KMeansSelector, FacilityLocationSelector,
-                        LogDeterminantSelector, SemanticDeduplicator, ExactDeduplicator)
+                        LogDeterminantSelector, SemanticDeduplicator, ExactDeduplicator,
+                        OutcomeSelector, RejectionSampler, GrapeSelector, ExpertFailureSelector,
+                        TokenCleaner)
 }
 
 __all__ = ["SELECTORS", "Budget", "Plan", "Pool", "Selection", "Selector", "Step",
@@ -79,6 +90,8 @@ def select(store, plan: Plan | str, name: str, *, where: str | None = None,
             pass  # no token counts in this store: the manifest says null
         params_out = ({"steps": result.log} if plan.text is not None
                       else chosen.get_params())
+        if result.masks is not None and result.mask_model:
+            params_out["mask_model"] = result.mask_model
         selection = Selection(
             name=name, method=plan.method, params=params_out,
             budget=str(Budget.parse(last.params["budget"])) if last.params.get("budget")
@@ -86,7 +99,7 @@ def select(store, plan: Plan | str, name: str, *, where: str | None = None,
             ids=chosen.selected_ids_, gains=chosen.gains_, reasons=chosen.reasons_,
             pool_size=result.pool_size, fingerprint=result.pool.fingerprint(),
             pool_where=plan.where, tokens=tokens, dropped=result.dropped, recipe=plan.text,
-            seconds=time.time() - started)
+            seconds=time.time() - started, masks=result.masks)
     finally:
         result.pool.close()
     save_selection(store, selection, overwrite=overwrite)

@@ -9,7 +9,10 @@ included), `fit(pool)` does the work and sets
     reasons_       a short reason per pick ("cluster 12 (quota 40/310)", "nll=1.93")
     selected_ids_  the example ids, same order
 
-Deduplicators also set `dropped_` (which example each dropped one duplicated). Budgets
+Deduplicators also set `dropped_` (which example each dropped one duplicated); selectors
+that mask tokens or turns set `masks_` (id, turns, tokens, reason: see
+`curate.selectors.selection.MASK_SCHEMA`) and `mask_model_` (the tokenizer behind token
+masks). Budgets
 are a count (`1000`), a fraction of the pool (`5%`) or tokens (`2M tokens`): every
 algorithm sees them the same way, as per-example costs and a limit (ones and k for a
 count; token counts and the token budget for tokens, a knapsack).
@@ -291,6 +294,39 @@ class Pool:
             self._cache["embeddings"] = vectors[rows]
         return self._cache["embeddings"][self.rows]
 
+    def target_embeddings(self, target: str) -> np.ndarray:
+        """L2-normalized vectors of a target's examples (a selection, `source:NAME` or a
+        file, as `curate evaluate` reads them) in the pool's embedding space: stored
+        vectors where the store has them, the embed scorer's model and text otherwise."""
+        import json
+
+        from curate.finetune.evaluate import load_target
+        from curate.scoring.embed import EmbedScorer, load_vectors
+
+        folder = self._embed_folder()
+        tgt = load_target(self.store, target)
+        ids, vectors = load_vectors(folder)
+        index = dict(zip(ids, range(len(ids))))
+        have = [index.get(i, -1) for i in tgt.ids]
+        missing = [j for j, r in enumerate(have) if r < 0]
+        out = np.zeros((len(tgt.ids), vectors.shape[1] if len(ids) else 0), np.float32)
+        for j, r in enumerate(have):
+            if r >= 0:
+                out[j] = vectors[r]
+        if missing:
+            config = json.loads((folder / "config.json").read_text())
+            scorer = EmbedScorer(model=config["model"], text=config["params"]["text"])
+            texts = [_render(tgt.messages[j], scorer.needs) for j in missing]
+            embedded = scorer._encoder().encode(texts, normalize_embeddings=True,
+                                                batch_size=scorer.batch_size)
+            out = out if out.shape[1] else np.zeros((len(tgt.ids), embedded.shape[1]),
+                                                    np.float32)
+            out[missing] = embedded
+        keep = np.linalg.norm(out, axis=1) > 0  # empty texts have no direction
+        if not keep.any():
+            raise CurateError(f"target {target!r} has no text to embed")
+        return out[keep]
+
     def _embed_folder(self) -> Path:
         root = self.store.root / "scores" / "embed"
         if self.embed_config:
@@ -377,6 +413,8 @@ class Selector:
         self.selected_ids_ = list(pool.ids[self.ranking_])
         if not hasattr(self, "dropped_"):
             self.dropped_ = None
+        if not hasattr(self, "masks_"):
+            self.masks_ = None
         return self
 
     def __repr__(self) -> str:
@@ -386,6 +424,18 @@ class Selector:
 
 def _plain(value):
     return str(value) if isinstance(value, Budget) else value
+
+
+def _render(messages: list[dict], which: str) -> str:
+    """Python twin of scoring.base.TEXTS: the text the embed scorer reads."""
+    def last(role: str) -> str:
+        return next((m["content"] or "" for m in reversed(messages) if m["role"] == role), "")
+
+    if which == "prompt":
+        return last("user")
+    if which == "response":
+        return last("assistant")
+    return "\n".join(f"{m['role']}: {m['content'] or ''}" for m in messages)
 
 
 def rank_by(values: np.ndarray, descending: bool = True) -> np.ndarray:

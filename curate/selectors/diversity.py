@@ -12,7 +12,7 @@ import numpy as np
 from curate.errors import CurateError
 from curate.selectors.base import Budget, Pool, Selector
 
-STRATEGIES = ("balanced", "proportional", "sensitivity", "refine")
+STRATEGIES = ("balanced", "proportional", "sensitivity", "refine", "target")
 
 
 def default_clusters(n: int) -> int:
@@ -31,6 +31,10 @@ class KMeansSelector(Selector):
     refine        Diversify and Conquer (Yu et al. 2024): cluster quotas weighted by the
                   per-cluster mean of `quality` (e.g. a loss: higher = sample more),
                   softened by `temperature`
+    target        quotas follow the distribution of a `target` (a selection, `source:NAME`
+                  or a file, as in `curate evaluate`) over the pool's clusters: each target
+                  example counts for its nearest centroid. Within a cluster, rows most
+                  similar to some target example go first (unless `quality` is given)
 
     Within a cluster the highest `quality` goes first when given, else seeded random.
     After `fit`, `labels_` and `cluster_centers_` hold the clustering.
@@ -40,7 +44,8 @@ class KMeansSelector(Selector):
 
     def __init__(self, budget: Budget | str | None = None, clusters: int | None = None,
                  strategy: str = "balanced", quality: str | None = None,
-                 temperature: float = 1.0, alpha: float = 0.5, iters: int = 20, seed: int = 0):
+                 temperature: float = 1.0, alpha: float = 0.5, iters: int = 20, seed: int = 0,
+                 target: str | None = None):
         self.budget = budget
         self.clusters = clusters
         self.strategy = strategy
@@ -49,6 +54,7 @@ class KMeansSelector(Selector):
         self.alpha = alpha
         self.iters = iters
         self.seed = seed
+        self.target = target
 
     def fit(self, pool: Pool) -> "KMeansSelector":
         from curate.selectors import kmeans as km
@@ -59,6 +65,9 @@ class KMeansSelector(Selector):
         if self.strategy == "refine" and not self.quality:
             raise CurateError("kmeans strategy 'refine' needs --quality, the per-example signal "
                               "whose cluster means set the quotas (e.g. nll)")
+        if (self.strategy == "target") != (self.target is not None):
+            raise CurateError("kmeans: --target goes with --strategy target (and it needs "
+                              "one)\n  fix: e.g. --strategy target --target source:NAME")
         costs, limit = self._budget(pool)
         k = self.clusters or default_clusters(len(pool))
         if not 1 <= k <= len(pool):
@@ -75,6 +84,13 @@ class KMeansSelector(Selector):
         elif self.strategy == "sensitivity":
             order, reasons, gains = km.sensitivity_sample(X, result, costs, limit, self.seed,
                                                           self.alpha)
+        elif self.strategy == "target":
+            T = pool.target_embeddings(self.target)
+            near = np.asarray(T @ result.centroids.T).argmax(axis=1)
+            if score is None:  # prefer rows close to some target example
+                score = _max_cosine(X, T)
+            order, reasons = km.target_sample(result.labels, near, costs, limit, score,
+                                              self.seed)
         else:
             quality = km.cluster_means(result.labels, score, result.k)
             order, reasons = km.refine_quotas(result.labels, quality, costs, limit,
@@ -149,6 +165,14 @@ class LogDeterminantSelector(Selector):
         except ValueError as e:
             raise CurateError(f"log-det: {e}") from None
         return self._selected(pool, order, gains, [f"log-det gain {g:.4g}" for g in gains])
+
+
+def _max_cosine(X: np.ndarray, T: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Per row of X, its highest cosine to a row of T (both L2-normalized), in chunks."""
+    out = np.empty(len(X), np.float64)
+    for lo in range(0, len(X), chunk):
+        out[lo:lo + chunk] = (X[lo:lo + chunk] @ T.T).max(axis=1)
+    return out
 
 
 def _quality(pool: Pool, expr: str | None, weight: float | None

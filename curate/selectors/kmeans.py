@@ -169,6 +169,24 @@ def refine_quotas(labels: np.ndarray, cluster_quality: np.ndarray, costs: np.nda
                    show_weight=True)
 
 
+def target_sample(labels: np.ndarray, target_labels: np.ndarray, costs: np.ndarray,
+                  limit: float, score: np.ndarray | None = None, seed: int = 0,
+                  smoothing: float = 0.5) -> tuple[np.ndarray, list[str]]:
+    """Cluster quotas that follow the *target's* examples (`target_labels`: each target
+    row assigned to its nearest pool centroid), so the subset has the mix the model will
+    be measured on, not the pool's. Quotas are in examples: under a token budget a
+    cluster's weight is its target count times its mean cost, so clusters of short rows
+    do not get more rows than the target asks for. `smoothing` pseudo-counts per cluster
+    keep a little of every cluster when the target is small."""
+    labels, costs = _check(labels, costs, limit)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    counts = np.bincount(np.asarray(target_labels, np.int64), minlength=k)[:k] + smoothing
+    sizes = np.bincount(labels, minlength=k)
+    mean_cost = np.bincount(labels, weights=costs, minlength=k) / np.maximum(sizes, 1)
+    return _sample(labels, costs, limit, counts * mean_cost,
+                   _preference(score, len(labels), seed), show_weight=True)
+
+
 def cluster_means(labels: np.ndarray, values: np.ndarray, k: int) -> np.ndarray:
     """Per-cluster mean of a per-example value, ignoring NaN; NaN for a cluster with none."""
     labels = np.asarray(labels, dtype=np.int64)

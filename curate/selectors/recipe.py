@@ -168,16 +168,21 @@ class PlanResult:
     pool_size: int  # of the starting pool
     dropped: pa.Table | None  # id, duplicate_of, similarity, step
     log: list[dict]  # per step: what it was, rows in and out, seconds
+    masks: pa.Table | None = None  # loss masks of the selected ids (MASK_SCHEMA)
+    mask_model: str | None = None  # the tokenizer behind token masks
 
 
 def run_plan(store, plan: Plan, progress=None) -> PlanResult:
-    """Narrow the pool step by step; the last step's ranking is the selection."""
+    """Narrow the pool step by step; the last step's ranking is the selection. Masks a
+    step sets follow the ids that later steps keep."""
     from curate.selectors import make_selector
+    from curate.selectors.selection import merge_masks
 
     pool = Pool(store, plan.where, plan.embed)
     start_size = len(pool)
     dropped: list[pa.Table] = []
     log = []
+    masks, mask_model = None, None
     for k, step in enumerate(plan.steps):
         label = f"{k + 1}:{step.kind}:{step.method or 'sql'}"
         if progress:
@@ -193,6 +198,8 @@ def run_plan(store, plan: Plan, progress=None) -> PlanResult:
                 if getattr(selector, "dropped_", None) is not None and selector.dropped_.num_rows:
                     d = selector.dropped_
                     dropped.append(d.append_column("step", pa.array([label] * d.num_rows)))
+                masks = merge_masks(masks, getattr(selector, "masks_", None))
+                mask_model = getattr(selector, "mask_model_", None) or mask_model
                 if k < len(plan.steps) - 1:
                     keep = np.zeros(len(pool), bool)
                     keep[selector.ranking_] = True
@@ -202,5 +209,10 @@ def run_plan(store, plan: Plan, progress=None) -> PlanResult:
         log.append({**step.describe(), "rows_in": before,
                     "rows_out": len(pool) if k < len(plan.steps) - 1
                     else len(selector.ranking_), "seconds": round(time.time() - started, 3)})
+    if masks is not None:
+        import pyarrow.compute as pc
+
+        masks = masks.filter(pc.is_in(masks["id"], pa.array(selector.selected_ids_, pa.string())))
     return PlanResult(pool, selector, start_size,
-                      pa.concat_tables(dropped) if dropped else None, log)
+                      pa.concat_tables(dropped) if dropped else None, log,
+                      masks if masks is not None and masks.num_rows else None, mask_model)
