@@ -41,6 +41,13 @@ Arms (--arms; each a saved selection in the cache store):
                     examples over the pool's --clusters clusters, rows nearest a target
                     example first; one selection per target, evaluated on its own
   full-pool         every pool row, for as many optimizer steps as the random-s0 run
+  outcome-random    trace-aware: `outcome` drops failed traces (rows without an
+                    outcome stay), then random (seed 0)
+  token-clean       random-s0's rows with token masks: `token-clean` against the
+                    random-s1 run as the reference model, 60% of tokens kept (global)
+  influence         LESS/TracIn: `score influence` (LoRA warm-up on --influence-warmup
+                    random rows, --influence-checkpoints snapshots) over the lm
+                    candidates, top by influence; one selection per target
 The lm scorer (both passes) runs at ~100-200 tokens/s on 2 CPU cores, so it scores only a
 seeded random subset of the pool (--lm-candidates rows, --lm-max-tokens): ppl-band and
 ifd choose from those candidates, every other arm from the whole pool.
@@ -88,10 +95,10 @@ CACHE = HERE / ".cache" / "quality"
 SOURCES = ("gsm8k", "codealpaca", "fireact", "t0")
 ARMS = ("random", "longest", "ppl-band", "ifd", "kmeans-balanced", "kmeans-proportional",
         "kmeans-refine", "kmeans-target", "fl", "fl-quality", "semdedup-random", "embed-sim",
-        "full-pool")
+        "full-pool", "outcome-random", "token-clean", "influence")
 DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "kmeans-target", "fl",
              "fl-quality", "semdedup-random")
-PER_TARGET = ("embed-sim", "kmeans-target")  # one selection per target, evaluated on it
+PER_TARGET = ("embed-sim", "kmeans-target", "influence")  # one selection per target, evaluated on it
 TARGETS = ("gsm8k", "general")
 EOS = "<|endoftext|>"
 
@@ -99,13 +106,16 @@ EOS = "<|endoftext|>"
 MODES = {
     "quick": dict(pool=300, gsm8k_target=8, general_per_source=2, lm_candidates=20,
                   budget_examples=4, clusters=4, refine_probe=2, random_seeds=1, seeds=1,
-                  max_steps=2, epochs=1.0, max_tokens=256, batch_tokens=1024),
+                  max_steps=2, epochs=1.0, max_tokens=256, batch_tokens=1024,
+                  influence_warmup=16, influence_checkpoints=1),
     "default": dict(pool=2400, gsm8k_target=60, general_per_source=15, lm_candidates=300,
                     budget_examples=120, clusters=12, refine_probe=8, random_seeds=3,
-                    seeds=1, max_steps=None, epochs=1.0, max_tokens=1024, batch_tokens=4096),
+                    seeds=1, max_steps=None, epochs=1.0, max_tokens=1024, batch_tokens=4096,
+                    influence_warmup=120, influence_checkpoints=2),
     "full": dict(pool=8000, gsm8k_target=200, general_per_source=50, lm_candidates=0,
                  budget_examples=400, clusters=40, refine_probe=8, random_seeds=3, seeds=3,
-                 max_steps=None, epochs=2.0, max_tokens=1024, batch_tokens=4096),
+                 max_steps=None, epochs=2.0, max_tokens=1024, batch_tokens=4096,
+                 influence_warmup=400, influence_checkpoints=4),
 }
 
 _T0 = time.time()
@@ -272,7 +282,7 @@ def make_pool(store, costs: dict[str, int], where: str | None = None):
 
 
 def save(store, pool, name: str, method: str, params: dict, budget: str, order: np.ndarray,
-         gains=None, reasons=None, dropped=None, started: float | None = None):
+         gains=None, reasons=None, dropped=None, started: float | None = None, masks=None):
     """Save pool rows `order` as selection `name` (what `curate.selectors.select` does)."""
     from curate.selectors.selection import Selection, save_selection
 
@@ -283,7 +293,7 @@ def save(store, pool, name: str, method: str, params: dict, budget: str, order: 
         gains=np.zeros(len(order)) if gains is None else np.asarray(gains, np.float64),
         reasons=reasons or [method] * len(order), pool_size=pool.start_size,
         fingerprint=pool.fingerprint(), pool_where=pool.where,
-        tokens=int(pool.tokens()[order].sum()), dropped=dropped,
+        tokens=int(pool.tokens()[order].sum()), dropped=dropped, masks=masks,
         seconds=time.time() - (started or time.time()))
     save_selection(store, sel, overwrite=True)
     return sel
@@ -303,29 +313,32 @@ def select_method(store, costs, name: str, method: str, where: str | None = None
         pool.close()
 
 
-def select_dedup_then_random(store, costs, name: str, budget: str, threshold: float):
-    """SemDeDup over the whole pool, then a seeded random sample of what is kept (the
-    two steps of a recipe plan, on the trainer-token pool)."""
+def select_then_random(store, costs, name: str, budget: str, kind: str, method: str,
+                       **params):
+    """A first step (a dedup or a filtering selector) over the whole pool, then a seeded
+    random sample of what it keeps (the two steps of a recipe plan, on the trainer-token
+    pool)."""
     from curate.selectors import make_selector
 
     started = time.time()
     pool = make_pool(store, costs)
     try:
-        dedup = make_selector("semdedup", threshold=threshold).fit(pool)
+        first = make_selector(method, **params).fit(pool)
         keep = np.zeros(len(pool), bool)
-        keep[dedup.ranking_] = True
+        keep[first.ranking_] = True
         kept = pool.subset(keep)
         rnd = make_selector("random", budget=budget, seed=0).fit(kept)
         order = kept.rows[rnd.ranking_]  # rows of the root pool == indices of `pool`
-        steps = [{"kind": "dedup", "method": "semdedup", "params": {"threshold": threshold},
+        steps = [{"kind": kind, "method": method, "params": params,
                   "rows_in": len(pool), "rows_out": int(keep.sum())},
                  {"kind": "select", "method": "random", "params": {"budget": budget, "seed": 0},
                   "rows_in": int(keep.sum()), "rows_out": len(order)}]
-        dropped = dedup.dropped_
+        dropped = getattr(first, "dropped_", None)
         if dropped is not None:
             import pyarrow as pa
 
-            dropped = dropped.append_column("step", pa.array(["1:dedup:semdedup"] * len(dropped)))
+            dropped = dropped.append_column("step", pa.array([f"1:{kind}:{method}"]
+                                                             * len(dropped)))
         return save(store, pool, name, "recipe", {"steps": steps}, budget, order,
                     reasons=rnd.reasons_, dropped=dropped, started=started)
     finally:
@@ -356,6 +369,45 @@ def select_embed_sim(store, costs, name: str, budget: str, target: str):
                     reasons=[f"mean cosine {v:.4f}" for v in sim[order]], started=started)
     finally:
         pool.close()
+
+
+def select_token_clean(store, costs, name: str, rows_of: str, reference_run: str):
+    """The rows of selection `rows_of`, with token masks from `token-clean` (60% of the
+    tokens kept, global scope) against the fine-tuned `reference_run`."""
+    from curate.selectors import make_selector
+
+    started = time.time()
+    members = store.root / "selections" / rows_of / "members.parquet"
+    pool = make_pool(store, costs, f"id IN (SELECT id FROM read_parquet('{members}'))")
+    try:
+        s = make_selector("token-clean", reference=reference_run, keep=0.6,
+                          scope="global").fit(pool)
+        return save(store, pool, name, "token-clean",
+                    {**s.get_params(), "mask_model": s.mask_model_}, "all", s.ranking_,
+                    s.gains_, s.reasons_, started=started, masks=s.masks_)
+    finally:
+        pool.close()
+
+
+def select_influence(store, costs, name: str, budget: str, target: str, where: str | None,
+                     cfg: dict) -> tuple:
+    """Score influence on `target` over the candidates (`where`), then the top rows by
+    it; the gradient features of the pool are shared by every target."""
+    from curate.scoring import run_scorer
+    from curate.scoring.influence import InfluenceScorer
+
+    t = time.time()
+    scorer = InfluenceScorer(store, target=target, warmup=cfg["influence_warmup"],
+                             checkpoints=cfg["influence_checkpoints"],
+                             max_tokens=cfg["lm_max_tokens"])
+    scorer.prepare()
+    rep = run_scorer(store, scorer, where=where)
+    info = {"warmup_run": scorer.run_id, "snapshots": len(scorer.snapshots),
+            "scored_now": rep.scored, "gradients_computed": scorer.computed,
+            "seconds": round(time.time() - t, 1)}
+    cand = f"({where}) AND influence IS NOT NULL" if where else "influence IS NOT NULL"
+    return select_method(store, costs, name, "topk", where=cand, score="influence",
+                         budget=budget), info
 
 
 def select_refine(store, costs, name: str, budget: str, clusters: int, warmup_run: str,
@@ -688,14 +740,14 @@ def main() -> None:
     log(f"budget {budget} (= {cfg['budget_examples']} x {mean_tokens:.0f} mean trainer tokens "
         f"per pool example, {100 * cfg['budget_examples'] / len(costs):.1f}% of the pool)")
 
-    # lm scorer on a seeded candidate subset (ppl-band and ifd choose from it)
+    # model scores on a seeded candidate subset (ppl-band, ifd and influence choose from it)
     lm_info, where = None, None
+    n_cand = cfg["lm_candidates"] or len(costs)
+    if {"ppl-band", "ifd", "influence"} & set(arms) and n_cand < len(costs):
+        select_method(store, costs, "lm-candidates", "random", budget=str(n_cand), seed=1234)
+        members = store.root / "selections" / "lm-candidates" / "members.parquet"
+        where = f"id IN (SELECT id FROM read_parquet('{members}'))"
     if {"ppl-band", "ifd"} & set(arms):
-        n_cand = cfg["lm_candidates"] or len(costs)
-        if n_cand < len(costs):
-            select_method(store, costs, "lm-candidates", "random", budget=str(n_cand), seed=1234)
-            members = store.root / "selections" / "lm-candidates" / "members.parquet"
-            where = f"id IN (SELECT id FROM read_parquet('{members}'))"
         t = time.time()
         log(f"lm scorer on {n_cand} candidates (max_tokens {cfg['lm_max_tokens']}) ...")
         rep = run_scorer(store, make_scorer("lm", max_tokens=cfg["lm_max_tokens"]), where=where)
@@ -747,8 +799,13 @@ def main() -> None:
             store, costs, "fl-quality", "facility-location", budget=budget,
             quality="ln(1 + response_tokens)", quality_weight=cfg["fl_quality_weight"]))
     if "semdedup-random" in arms:
-        built("semdedup-random", "semdedup-random", select_dedup_then_random(
-            store, costs, "semdedup-random", budget, cfg["semdedup_threshold"]))
+        built("semdedup-random", "semdedup-random", select_then_random(
+            store, costs, "semdedup-random", budget, "dedup", "semdedup",
+            threshold=cfg["semdedup_threshold"]))
+    if "outcome-random" in arms:
+        built("outcome-random", "outcome-random", select_then_random(
+            store, costs, "outcome-random", budget, "select", "outcome", success=True,
+            missing="include"))
     if "embed-sim" in arms:
         for k, path in targets.items():
             built("embed-sim", f"embed-sim-{k}", select_embed_sim(
@@ -758,6 +815,13 @@ def main() -> None:
             built("kmeans-target", f"kmeans-target-{k}", select_method(
                 store, costs, f"kmeans-target-{k}", "kmeans", budget=budget,
                 clusters=cfg["clusters"], strategy="target", target=path))
+    influence_info = {}
+    if "influence" in arms:
+        for k, path in targets.items():
+            sel, influence_info[k] = select_influence(store, costs, f"influence-{k}", budget,
+                                                      path, where, cfg)
+            built("influence", f"influence-{k}", sel)
+            log(f"  influence on {k}: {influence_info[k]}")
     if "full-pool" in arms:
         built("full-pool", "full-pool", select_method(store, costs, "full-pool", "random",
                                                       budget="100%", seed=0))
@@ -798,6 +862,14 @@ def main() -> None:
                     f"{refine_info['cluster_warmup_nll']}, gain {refine_info['cluster_gain']}, "
                     f"picks {refine_info['cluster_picks']}")
                 names = ["kmeans-refine"]
+            elif arm == "token-clean":
+                if "random" not in order or cfg["random_seeds"] < 2:
+                    sys.exit("token-clean needs the random arm with 2+ seeds (random-s1's "
+                             "run is its reference model)")
+                reference = next(r["run_id"] for r in runs if r["selection"] == "random-s1")
+                built("token-clean", "token-clean", select_token_clean(
+                    store, costs, "token-clean", "random-s0", reference))
+                names = ["token-clean"]
             else:
                 names = [arm]
             for name in names:
@@ -842,6 +914,7 @@ def main() -> None:
                  "targets": target_info, "lm": lm_info,
                  "budget_tokens": budget_tokens, "mean_train_tokens_per_example": mean_tokens},
         "timings": timings, "selections": selections, "kmeans_refine": refine_info,
+        "influence": influence_info,
         "base": base, "runs": runs, "leaderboards": boards, "verdicts": verdict,
         "select_only": args.select_only, "seconds": round(time.time() - _T0, 1),
     }, indent=2, default=float) + "\n")
