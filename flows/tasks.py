@@ -114,7 +114,7 @@ def store_born(store: str) -> str | None:
 def _score_key(ctx, p: dict) -> str | None:
     root = _root(p["store"])
     try:
-        scorer, where = _scorer(p["spec"])
+        scorer, where = _scorer(p["spec"], p["store"])
     except CurateError:
         return None
     # the rows there are to score, not the parts this task adds
@@ -185,8 +185,9 @@ def ingest_task(store: str, paths: list[str], format: str = "auto", source: str 
             "quarantined": totals["quarantined"], "files": [f.path for f in read]}
 
 
-def _scorer(spec: str | dict):
-    """(scorer, where) from `"embed"` or `{"name": "embed", "text": "prompt", "where": ...}`."""
+def _scorer(spec: str | dict, store: str):
+    """(scorer, where) from `"embed"` or `{"name": "embed", "text": "prompt", "where": ...}`;
+    the influence scorer also gets the store (its target, warm-up and gradients live there)."""
     from curate.scoring import make_scorer
 
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
@@ -195,6 +196,8 @@ def _scorer(spec: str | dict):
         raise CurateError(f"scorer spec {spec!r} has no name\n  fix: e.g. {{name: embed, "
                           "text: prompt}}")
     where = spec.pop("where", None)
+    if name == "influence":
+        spec["store"] = Store(store)
     return make_scorer(name, **spec), where
 
 
@@ -203,7 +206,7 @@ def score_task(store: str, spec: str | dict) -> dict:
     """Score the rows this scorer configuration has not scored yet (new rows only)."""
     from curate.scoring import run_scorer
 
-    scorer, where = _scorer(spec)
+    scorer, where = _scorer(spec, store)
     with _model_slot(scorer.name in MODEL_SCORERS):
         report = run_scorer(Store(store), scorer, where=where)
     get_run_logger().info(f"{report.scorer}: scored {report.scored}, {report.cached} cached")

@@ -27,7 +27,7 @@ from conftest import DATA, ROOT, rows
 import flows  # noqa: F401  (sets Prefect's defaults before the test server starts)
 from curate.errors import CurateError
 from curate.store import Store
-from flows import curate_flow, ingest_flow
+from flows import curate_flow, ingest_flow, score_flow
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,6 +167,21 @@ def test_busy_lock_is_retried(prefect_server, tmp_path, monkeypatch):
     assert any("StoreBusyError" in m for m in messages), messages
     assert result["rows_new"] == 61
     assert rows(Store(store), "SELECT status, rows_new FROM flow_runs") == [("completed", 61)]
+
+
+def test_influence_scores_in_a_flow(prefect_server, pipeline, tiny):
+    """The influence scorer needs the store (target, warm-up, gradients): the score
+    task gives it, and a second run answers from the cache."""
+    root, _, params, _ = pipeline
+    spec = {"name": "influence", "target": "source:qa_math", "model": tiny, "warmup": 8,
+            "checkpoints": 1, "dim": 64, "max_tokens": 128,
+            "where": "source = 'solutions_labelled'"}
+    scored = score_flow(params["store"], [spec])
+    n = rows(Store(params["store"]),
+             "SELECT count(*) FROM examples WHERE source = 'solutions_labelled'")[0][0]
+    assert scored == {"influence": n}
+    assert rows(Store(params["store"]), "SELECT count(influence) FROM scores_influence")[0][0] == n
+    assert score_flow(params["store"], [spec]) == {"influence": 0}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
