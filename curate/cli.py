@@ -48,7 +48,7 @@ def ingest(
         "--format", "-f", help="Record format, or auto to detect it from the first records: "
         "auto, alpaca, messages, sharegpt, prompt_completion, qa, react, multi_response.")] = "auto",
     source: Annotated[str | None, typer.Option(
-        help="Source name for these rows [default: the file name without extensions].")] = None,
+        help="Source name for these rows (default: the file name without extensions).")] = None,
     map: Annotated[str | None, typer.Option(
         "--map", help="Column mapping NAME=COLUMN,... e.g. instruction=question,response=answer "
         "(names: instruction, input, response, system, prompt, completion, question, answer, "
@@ -269,16 +269,16 @@ def score(
     scorer: Annotated[str, typer.Argument(help="heuristics, embed, lm, steps or influence.")],
     model: Annotated[str | None, typer.Option(
         help="Registry name (see `curate models`) or a local Hugging Face folder "
-        "[default: the scorer's own].")] = None,
+        "(default: the scorer's own).")] = None,
     text: Annotated[str | None, typer.Option(
-        help="embed: which text to embed: prompt, response or all [default: all].")] = None,
+        help="embed: which text to embed: prompt, response or all (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(help="embed: texts per model batch.")] = 32,
     batch_tokens: Annotated[int | None, typer.Option(
-        help="lm: padded tokens per model batch (memory knob) [default: 16384].")] = None,
+        help="lm: padded tokens per model batch (memory knob) (default: 16384).")] = None,
     max_tokens: Annotated[int | None, typer.Option(
         help="lm: longest sequence; longer prompts lose their oldest turns, noted in the "
-        "`truncated` column [default: 2048].")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].")] = None,
+        "`truncated` column (default: 2048).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto).")] = None,
     where: Annotated[str | None, typer.Option(
         help="Score only the examples this SQL filter keeps, e.g. \"source = 'gsm8k/train'\".")
     ] = None,
@@ -425,7 +425,7 @@ def select(
         "--param", "-p", help="Any other option of the method, KEY=VALUE (repeatable).")
     ] = None,
     embed: Annotated[str | None, typer.Option(
-        help="Embed configuration folder to use [default: the newest].")] = None,
+        help="Embed configuration folder to use (default: the newest).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a selection of the same name.")
                          ] = False,
     store: StoreOpt = None,
@@ -537,7 +537,7 @@ def finetune(
     max_steps: Annotated[int | None, typer.Option(
         help="Optimizer steps (overrides --epochs).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help="Learning rate [default: 2e-4 for lora, 5e-5 for full].")] = None,
+        help="Learning rate (default: 2e-4 for lora, 5e-5 for full).")] = None,
     batch_tokens: Annotated[int, typer.Option(
         help="Padded tokens per micro-batch (length-grouped).")] = 4096,
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
@@ -571,7 +571,7 @@ def evaluate(
     target: Annotated[str, typer.Option(
         help="A selection, a source (source:NAME), or a file of any ingest format.")],
     run: Annotated[str | None, typer.Option(
-        help="A finished run id (see the `runs` view) [default: the base model].")] = None,
+        help="A finished run id (see the `runs` view) (default: the base model).")] = None,
     model: ModelOpt = "smollm2-135m",
     accuracy: Annotated[bool, typer.Option(
         help="Also exact-match accuracy of greedy answers where references have `#### N`.")
@@ -609,7 +609,7 @@ def compare(
     selections: Annotated[str, typer.Option(help="Comma-separated selection names.")],
     seeds: Annotated[int, typer.Option(help="Training seeds per selection.")] = 3,
     baseline: Annotated[str | None, typer.Option(
-        help="Arm the others are tested against [default: the first named random*].")] = None,
+        help="Arm the others are tested against (default: the first named random*).")] = None,
     model: ModelOpt = "smollm2-135m",
     method: Annotated[str, typer.Option(help="lora or full.")] = "lora",
     epochs: Annotated[float, typer.Option()] = 1.0,
