@@ -62,11 +62,13 @@ class EmbedScorer(Scorer):
         build_index(folder)
 
 
-def load_vectors(folder: Path) -> tuple[list[str], np.ndarray]:
-    """Ids and vectors of every scored (non-empty) example of one embed configuration."""
+def load_vectors(folder: Path, only: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Ids and vectors of every scored (non-empty) example of one embed configuration,
+    or of the ids in `only` (read with a filter: the rest are never materialized)."""
     ids, chunks = [], []
+    where = [("id", "in", list(only))] if only is not None else None
     for part in sorted(folder.glob("part-*.parquet")):
-        t = pq.read_table(part, columns=["id", "embedding"])
+        t = pq.read_table(part, columns=["id", "embedding"], filters=where)
         t = t.filter(t["embedding"].is_valid())
         if t.num_rows:
             emb = t["embedding"].combine_chunks()

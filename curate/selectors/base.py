@@ -305,7 +305,7 @@ class Pool:
 
         folder = self._embed_folder()
         tgt = load_target(self.store, target)
-        ids, vectors = load_vectors(folder)
+        ids, vectors = load_vectors(folder, only=tgt.ids)
         index = dict(zip(ids, range(len(ids))))
         have = [index.get(i, -1) for i in tgt.ids]
         missing = [j for j, r in enumerate(have) if r < 0]
