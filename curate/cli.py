@@ -266,7 +266,8 @@ def export(
 # ---------------------------------------------------------------- score
 @app.command()
 def score(
-    scorer: Annotated[str, typer.Argument(help="heuristics, embed, lm, steps or influence.")],
+    scorer: Annotated[str, typer.Argument(
+        help="heuristics, embed, lm, steps, influence or step_influence.")],
     model: Annotated[str | None, typer.Option(
         help="Registry name (see `curate models`) or a local Hugging Face folder "
         "(default: the scorer's own).")] = None,
@@ -306,7 +307,8 @@ def score(
     Results land in the `scores_<scorer>` view, keyed by id. Rerunning scores only what
     is missing: new rows, or the rest of a run that was interrupted.
     """
-    from curate.scoring import make_scorer, run_scorer
+    from curate.scoring import SCORERS, make_scorer, run_scorer
+    from curate.scoring.influence import InfluenceScorer
 
     st = _store(store).require()
     options = {"model": model, "batch_size": batch_size, "device": device}
@@ -316,11 +318,12 @@ def score(
                        ("precondition", precondition)):
         if value is not None:
             options[key] = value
-    if scorer == "influence":
+    gradients = issubclass(SCORERS.get(scorer, object), InfluenceScorer)
+    if gradients:
         options["store"] = st
         options["batch_size"] = min(batch_size, 16)  # per-example gradients: rows x 2.4M floats
     sc = make_scorer(scorer, **options)
-    if scorer == "influence":  # the warm-up fine-tune and the target's gradients come first
+    if gradients:  # the warm-up fine-tune and the target's gradients come first
         with _CountProgress("influence warm-up (steps)", quiet=as_json) as progress:
             sc.prepare(progress)
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
@@ -331,7 +334,7 @@ def score(
         console.print(f"{report.scorer}: scored {report.scored} ({report.skipped} with a reason),"
                       f" {report.cached} already cached; view scores_{report.scorer}; "
                       f"{report.seconds:.1f}s")
-        if scorer == "influence" and sc.snapshots:
+        if gradients and sc.snapshots:
             console.print(f"  warm-up run {sc.run_id}: {len(sc.snapshots)} snapshot(s) at steps "
                           f"{', '.join(str(s.step) for s in sc.snapshots)}; gradients computed "
                           f"for {sc.computed} examples, the others read from {st.root}/gradients/")

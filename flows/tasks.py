@@ -25,7 +25,7 @@ from curate.errors import CurateError, StoreBusyError
 from curate.store import Store
 
 MODEL_LIMIT = "curate-models"  # global concurrency limit around model work
-MODEL_SCORERS = {"embed", "lm", "steps", "influence"}
+MODEL_SCORERS = {"embed", "lm", "steps", "influence", "step_influence"}
 RETRIES = 3
 RETRY_DELAYS = [2, 10, 30]  # seconds before each retry; a busy lock already waited
 REPO = Path(__file__).resolve().parents[1]
@@ -187,8 +187,10 @@ def ingest_task(store: str, paths: list[str], format: str = "auto", source: str 
 
 def _scorer(spec: str | dict, store: str):
     """(scorer, where) from `"embed"` or `{"name": "embed", "text": "prompt", "where": ...}`;
-    the influence scorer also gets the store (its target, warm-up and gradients live there)."""
-    from curate.scoring import make_scorer
+    the influence scorers also get the store (their target, warm-up and gradients live
+    there)."""
+    from curate.scoring import SCORERS, make_scorer
+    from curate.scoring.influence import InfluenceScorer
 
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
@@ -196,7 +198,7 @@ def _scorer(spec: str | dict, store: str):
         raise CurateError(f"scorer spec {spec!r} has no name\n  fix: e.g. {{name: embed, "
                           "text: prompt}}")
     where = spec.pop("where", None)
-    if name == "influence":
+    if issubclass(SCORERS.get(name, object), InfluenceScorer):
         spec["store"] = Store(store)
     return make_scorer(name, **spec), where
 

@@ -1,7 +1,8 @@
 """Gradient influence: batched per-example LoRA gradients equal a loop of single backward
 passes, the SRHT projection preserves inner products, warm-up snapshots, features stored
 once and reused across targets and reruns, scores in `scores_influence` usable by the
-selectors, and clear errors. One slow test ranks real GSM8K rows above Code Alpaca / T0
+selectors, and clear errors; per-step gradients and `scores_step_influence` feeding the
+expert-failures selector. One slow test ranks real GSM8K rows above Code Alpaca / T0
 for a GSM8K test target with the packaged SmolLM2."""
 
 import json
@@ -18,7 +19,9 @@ from curate.finetune.train import LORA_TARGETS, _quiet_peft, batch_loss
 from curate.ingest import ingest
 from curate.scoring import make_scorer, run_scorer
 from curate.scoring.influence import (InfluenceScorer, Projector, hadamard,
-                                      per_example_gradients, trainable_linears)
+                                      per_example_gradients, per_step_gradients,
+                                      trainable_linears)
+from curate.scoring.steps import step_runs
 from curate.selectors import select
 from curate.store import Store
 
@@ -49,7 +52,9 @@ def tiny_scorer(store, tiny, target, **overrides) -> InfluenceScorer:
 
 
 # ---------------------------------------------------------------- gradients and projection
-def test_batched_per_example_gradients_equal_a_loop_of_backward_passes(tiny, tokenizer):
+def lora_model(tiny):
+    """The tiny Llama with a rank-4 adapter whose B matrices are random (peft starts them
+    at zero, which makes every A gradient zero)."""
     from peft import LoraConfig, get_peft_model
 
     with _quiet_peft():
@@ -57,22 +62,75 @@ def test_batched_per_example_gradients_equal_a_loop_of_backward_passes(tiny, tok
             task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
     torch.manual_seed(1)
     for name, p in model.named_parameters():
-        if "lora_B" in name:  # peft starts B at zero: make every gradient non-trivial
+        if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.2)
-    model.eval()
+    return model.eval()
+
+
+def alone(model, example):
+    """The LoRA gradient of one example's mean trained-token loss, by the trainer's own
+    loss and one backward pass."""
+    params = [p for _, m in trainable_linears(model) for p in m.parameters() if p.requires_grad]
+    model.zero_grad()
+    loss, count = batch_loss(model, [example])
+    (loss / count).backward()
+    return torch.cat([p.grad.reshape(-1) for p in params]), loss.item() / count
+
+
+def test_batched_per_example_gradients_equal_a_loop_of_backward_passes(tiny, tokenizer):
+    model = lora_model(tiny)
     examples = encode(tokenizer, [single(f"Add {a} and {b}.", "The sum is " + "ok " * a)
                                   for a, b in [(1, 2), (9, 4), (4, 40)]], 256)
     assert len({len(e.input_ids) for e in examples}) == 3  # padding is exercised
     batched, losses = per_example_gradients(model, examples)
-    params = [p for _, m in trainable_linears(model) for p in m.parameters() if p.requires_grad]
-    assert batched.shape == (3, sum(p.numel() for p in params))
+    assert batched.shape == (3, sum(p.numel() for _, m in trainable_linears(model)
+                                    for p in m.parameters() if p.requires_grad))
     for b, example in enumerate(examples):
-        model.zero_grad()
-        loss, count = batch_loss(model, [example])
-        (loss / count).backward()
-        alone = torch.cat([p.grad.reshape(-1) for p in params])
-        torch.testing.assert_close(batched[b], alone, rtol=1e-4, atol=1e-6)
-        assert losses[b] == pytest.approx(loss.item() / count, rel=1e-5)
+        grad, loss = alone(model, example)
+        torch.testing.assert_close(batched[b], grad, rtol=1e-4, atol=1e-6)
+        assert losses[b] == pytest.approx(loss, rel=1e-5)
+
+
+def test_per_step_gradients_equal_a_backward_pass_per_step(tiny, tokenizer):
+    import dataclasses
+
+    import numpy as np
+
+    from curate.finetune.data import IGNORE
+
+    model = lora_model(tiny)
+    conversations = [
+        [{"role": "user", "content": "Find the capital of France."},
+         {"role": "assistant", "content": "Action: search[France]"},
+         {"role": "user", "content": "Observation: France, capital Paris."},
+         {"role": "assistant", "content": "Action: finish[Paris]"}],
+        [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi there!"}],
+        [{"role": "user", "content": "Count."}, {"role": "assistant", "content": "one two"},
+         {"role": "user", "content": "More."}, {"role": "assistant", "content": ""},
+         {"role": "user", "content": "Go on."}, {"role": "assistant", "content": "three " * 7}],
+    ]
+    examples = encode(tokenizer, conversations, 256)
+    runs = [step_runs(conversations[e.index], e, str(e.index)) for e in examples]
+    assert [sorted(r) for r in runs] == [[0, 1], [0], [0, 2]]  # the empty turn: no step
+    whole, _ = per_example_gradients(model, examples)
+    got = dict(per_step_gradients(model, examples, runs))
+    assert sorted(got) == [0, 1, 2]
+    for b, example in enumerate(examples):
+        trained = np.flatnonzero(example.labels != IGNORE)
+        mixed = torch.zeros_like(whole[b])
+        for s, tokens in runs[b].items():
+            labels = np.full_like(example.labels, IGNORE)
+            labels[trained[tokens]] = example.labels[trained[tokens]]
+            grad, _ = alone(model, dataclasses.replace(example, labels=labels))
+            # float32 sums in another order: tolerance relative to the largest entry
+            torch.testing.assert_close(got[s][b], grad, rtol=1e-4,
+                                       atol=1e-4 * float(grad.abs().max()))
+            mixed += len(tokens) / len(trained) * got[s][b]
+        # the steps' gradients, weighted by their token shares, make the example's
+        torch.testing.assert_close(mixed, whole[b], rtol=1e-4,
+                                   atol=1e-4 * float(whole[b].abs().max()))
+        for s in set(got) - set(runs[b]):
+            assert not got[s][b].any()  # no such step: zero
 
 
 def test_hadamard_and_projection_preserve_inner_products():
@@ -205,6 +263,80 @@ def test_influence_errors_are_clear(pool, tiny, tmp_path):
     assert res.exit_code != 0 and "needs a target" in str(res.exception)
     res = CliRunner().invoke(app, ["score", "lm", "--dim", "8", "--store", str(store.root)])
     assert res.exit_code != 0 and "takes no option dim" in str(res.exception)
+
+
+def test_step_influence_scores_every_step_and_feeds_expert_failures(tiny, tmp_path):
+    """ReAct traces (two failed) and single-turn sums; the target: held-out sums."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.scoring.influence import StepInfluenceScorer
+    from curate.selectors import Pool, make_selector
+    from test_traces import TRACES
+
+    store = Store(tmp_path / "store")
+    sums = [{"instruction": f"Add {a} and {b}.", "output": f"The sum is {a + b}."}
+            for a, b in zip(range(3, 27, 2), range(30, 18, -1))]
+    ingest(store, [write_jsonl(tmp_path / "traces.jsonl", TRACES),
+                   write_jsonl(tmp_path / "sums.jsonl", sums)])
+    target = write_jsonl(tmp_path / "held_out.jsonl", [
+        {"instruction": f"Add {a} and {b}.", "output": f"The sum is {a + b}."}
+        for a, b in [(100, 7), (120, 9), (140, 11)]])
+    options = {"store": store, "target": str(target), "model": str(tiny), "warmup": 8,
+               "checkpoints": 2, "dim": 256, "max_tokens": 512, "lora_r": 4,
+               "warmup_epochs": 2}
+    steps = StepInfluenceScorer(**options)
+    assert run_scorer(store, steps).scored == 16
+    got = rows(store, """
+        SELECT source, step_influence, min_step_influence,
+               len(list_filter(messages, lambda m: m.role = 'assistant'))
+        FROM scores_step_influence JOIN examples USING (id)""")
+    for source, values, low, turns in got:
+        assert len(values) == turns and (turns > 1) == (source == "traces")
+        assert all(-1 <= v <= 1 for v in values) and low == min(values)
+    # a one-step example's step is the whole example: the influence scorer agrees
+    run_scorer(store, InfluenceScorer(**{**options, "warmup": None,
+                                         "warmup_run": steps.run_id}))
+    pairs = rows(store, "SELECT i.influence, s.step_influence[1] FROM scores_influence i "
+                        "JOIN scores_step_influence s USING (id) JOIN examples e USING (id) "
+                        "WHERE e.source = 'sums'")
+    assert len(pairs) == 12
+    assert [a for a, _ in pairs] == pytest.approx([b for _, b in pairs], abs=2e-3)
+    # step features are stored: scores rebuilt from the command line compute no gradient
+    computed = {p: p.stat().st_mtime_ns for p in (store.root / "gradients").rglob("part-*")}
+    res = CliRunner().invoke(app, [
+        "score", "step_influence", "--target", str(target), "--warmup-run", steps.run_id,
+        "--dim", "256", "--checkpoints", "2", "--max-tokens", "512", "--json",
+        "--store", str(store.root)])
+    assert res.exit_code == 0, res.output
+    assert '"scored": 16' in res.output
+    assert {p: p.stat().st_mtime_ns for p in (store.root / "gradients").rglob("part-*")} \
+        == computed
+
+    # expert failures over the traces: low influence is harmful
+    influence = dict(rows(store, "SELECT id, step_influence FROM scores_step_influence"))
+    outcome = dict(rows(store, "SELECT id, success FROM pairs WHERE source = 'traces'"))
+    normal = np.concatenate([influence[i] for i, ok in outcome.items() if ok])
+    threshold = float(np.quantile(normal, 0.1))
+    pool = Pool(store, "source = 'traces'")
+    try:
+        def fit(**params):
+            return make_selector("expert-failures", step_score="step_influence.step_influence",
+                                 harmful="low", model=str(tiny), **params).fit(pool)
+
+        lenient = fit(threshold=-2.0)  # no influence is that low: only final steps masked
+        assert sorted(m["turns"] for m in lenient.masks_.to_pylist()) == \
+            [[True, False], [True, True, False]]
+        calibrated = fit()  # harmful: below the successes' 10% quantile
+        failed = {i for i, ok in outcome.items() if not ok}
+        masks = {m["id"]: m["turns"] for m in calibrated.masks_.to_pylist()}
+        assert set(masks) == {i for i in failed
+                              if any(v >= threshold for v in influence[i][:-1])}
+        for i, turns in masks.items():
+            assert turns == [v >= threshold for v in influence[i][:-1]] + [False]
+    finally:
+        pool.close()
 
 
 @pytest.mark.slow

@@ -8,6 +8,8 @@
     steps        per-assistant-turn (trace step) mean token loss under a causal LM
     influence    LESS / TracIn gradient influence on a target (LoRA warm-up, projected
                  per-example gradients), gradient norm
+    step_influence  the same per trace step (assistant turn): harmful steps of failed
+                 traces for expert-failures
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from curate.errors import CurateError
 from curate.scoring.base import ScoreReport, Scorer, run_scorer
 from curate.scoring.embed import EmbedScorer
 from curate.scoring.heuristics import HeuristicsScorer
-from curate.scoring.influence import InfluenceScorer
+from curate.scoring.influence import InfluenceScorer, StepInfluenceScorer
 from curate.scoring.lm import LMScorer
 from curate.scoring.steps import StepLossScorer
 
 SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedScorer, LMScorer,
-                                                          StepLossScorer, InfluenceScorer)}
+                                                          StepLossScorer, InfluenceScorer,
+                                                          StepInfluenceScorer)}
 
 __all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer"]
 

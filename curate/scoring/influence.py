@@ -94,6 +94,42 @@ def per_example_gradients(model, examples: list, device: str = "cpu"):
     """(gradients (B, d) float32, token losses per example): the gradient of each
     example's mean token loss over its trained tokens, flattened in `trainable_linears`
     order, from ONE forward and ONE backward pass over the right-padded batch."""
+    (grads, losses), = _gradient_passes(model, examples, device,
+                                        lambda rows, counts: [1 / counts[rows]])
+    return grads, losses
+
+
+def per_step_gradients(model, examples: list, runs: list[dict], device: str = "cpu"):
+    """Yields (step s, gradients (B, d) float32) for s = 0, 1, ...: row b is the
+    gradient of example b's mean token loss over the tokens of its step s (`runs[b][s]`,
+    indices among its trained tokens; zero when it has no step s). One forward pass,
+    then one backward pass per step index: a step's loss reaches back into the earlier
+    steps' activations, so per-step gradients are not slices of one backward."""
+    import torch
+
+    steps = max((max(r) + 1 for r in runs if r), default=0)
+
+    def weightings(rows, counts):
+        offsets = np.concatenate([[0], np.cumsum(counts.cpu().numpy())[:-1]])
+        for s in range(steps):
+            w = torch.zeros(len(rows), dtype=torch.float32)
+            for b, r in enumerate(runs):
+                if s in r:
+                    w[offsets[b] + r[s]] = 1 / len(r[s])
+            yield w.to(rows.device)
+
+    for s, (grads, _) in enumerate(_gradient_passes(model, examples, device, weightings)):
+        yield s, grads
+
+
+def _gradient_passes(model, examples: list, device: str, weightings):
+    """The engine of the two above. One forward pass over the right-padded batch with
+    hooks on every trainable linear layer (its input X (B, T, in) and, on each backward,
+    its output gradient G (B, T, out)); then per token weighting w from
+    `weightings(rows, counts)` (rows: the example of each trained token, in batch order;
+    counts: trained tokens per example), one backward pass of sum(w * token loss), and
+    example b's weight gradient G_b^T X_b (an einsum). Yields ((B, d) gradients, token
+    loss per example as numpy) per weighting."""
     import torch
     import torch.nn.functional as F
 
@@ -118,6 +154,7 @@ def per_example_gradients(model, examples: list, device: str = "cpu"):
     ids, labels = ids.to(device), labels.to(device)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
     handles = [m.register_forward_hook(keep(name)) for name, m in layers]
+    size = sum(p.numel() for _, m in layers for p in m.parameters() if p.requires_grad)
     try:
         targets = labels[:, 1:]
         trained = targets != IGNORE  # position t-1 predicts token t
@@ -128,27 +165,61 @@ def per_example_gradients(model, examples: list, device: str = "cpu"):
         token_loss = F.cross_entropy(logits.float(), targets[trained], reduction="none")
         rows = trained.nonzero()[:, 0]
         counts = trained.sum(1)
-        per_example = torch.zeros(n, device=token_loss.device).index_add_(
-            0, rows, token_loss.detach()) / counts
-        model.zero_grad(set_to_none=True)
-        (token_loss / counts[rows]).sum().backward()  # example b's loss: its token mean
+        per_example = (torch.zeros(n, device=token_loss.device).index_add_(
+            0, rows, token_loss.detach()) / counts).cpu().numpy()
+        weights = list(weightings(rows, counts))
+        for k, w in enumerate(weights):
+            model.zero_grad(set_to_none=True)
+            (token_loss * w).sum().backward(retain_graph=k < len(weights) - 1)
+            out = torch.empty((n, size), dtype=torch.float32, device=ids.device)
+            offset = 0
+            for name, m in layers:
+                x = inputs[name].reshape(n, -1, m.in_features).float()
+                g = grads[name].reshape(n, -1, m.out_features).float()
+                out[:, offset:offset + m.weight.numel()] = torch.einsum(
+                    "bto,bti->boi", g, x).reshape(n, -1)
+                offset += m.weight.numel()
+                if m.bias is not None and m.bias.requires_grad:
+                    out[:, offset:offset + m.out_features] = g.sum(1)
+                    offset += m.out_features
+            yield out, per_example
     finally:
         for h in handles:
             h.remove()
-    model.zero_grad(set_to_none=True)
-    out = torch.empty((n, sum(p.numel() for _, m in layers for p in m.parameters()
-                              if p.requires_grad)), dtype=torch.float32, device=ids.device)
-    offset = 0
-    for name, m in layers:
-        x = inputs.pop(name).reshape(n, -1, m.in_features).float()
-        g = grads.pop(name).reshape(n, -1, m.out_features).float()
-        size = m.weight.numel()
-        out[:, offset:offset + size] = torch.einsum("bto,bti->boi", g, x).reshape(n, size)
-        offset += size
-        if m.bias is not None and m.bias.requires_grad:
-            out[:, offset:offset + m.out_features] = g.sum(1)
-            offset += m.out_features
-    return out, per_example.cpu().numpy()
+        inputs.clear()
+        grads.clear()
+        model.zero_grad(set_to_none=True)
+
+
+def _length_batches(examples: list, batch_tokens: int, batch_size: int):
+    """Examples sorted by length, cut into batches of at most `batch_size` rows and
+    `batch_tokens` padded tokens (a longer example goes alone)."""
+    examples = sorted(examples, key=lambda e: (len(e.input_ids), e.index))
+    k = 0
+    while k < len(examples):
+        j = k + 1
+        while (j < len(examples) and j - k < batch_size
+               and (j - k + 1) * len(examples[j].input_ids) <= batch_tokens):
+            j += 1
+        yield examples[k:j]
+        k = j
+
+
+def _features_of(grads, projector: "Projector", adam: "Snapshot | None"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient rows (B, d) -> (features (B, dim) float16 of unit length, raw norms):
+    Adam-preconditioned with the moments of `adam` when given, then projected."""
+    import torch
+
+    feats = []
+    with torch.no_grad():
+        for lo in range(0, len(grads), PROJECT_ROWS):  # bounds the padded copies
+            rows = grads[lo:lo + PROJECT_ROWS]
+            if adam is not None:
+                rows = adam_direction(rows, adam.exp_avg, adam.exp_avg_sq, adam.betas, adam.eps)
+            feats.append(_unit(projector(rows).cpu().numpy()).astype(np.float16))
+        norms = grads.norm(dim=1).cpu().numpy()
+    return (np.concatenate(feats) if feats else np.zeros((0, projector.dim), np.float16)), norms
 
 
 def gradient_features(model, examples: list, projector: "Projector",
@@ -159,29 +230,32 @@ def gradient_features(model, examples: list, projector: "Projector",
     length (float16), their raw gradient norms): examples sorted by length and batched
     under `batch_tokens` padded tokens and `batch_size` rows; Adam-preconditioned with
     the moments of `adam` when given."""
-    import torch
+    done, feats, norms = [], [np.zeros((0, projector.dim), np.float16)], [np.zeros(0, np.float32)]
+    for batch in _length_batches(examples, batch_tokens, batch_size):
+        f, g = _features_of(per_example_gradients(model, batch, device)[0], projector, adam)
+        done += batch
+        feats.append(f)
+        norms.append(g)
+    return done, np.concatenate(feats), np.concatenate(norms)
 
-    examples = sorted(examples, key=lambda e: (len(e.input_ids), e.index))
-    feats, norms = [], []
-    k = 0
-    while k < len(examples):
-        j = k + 1
-        while (j < len(examples) and j - k < batch_size
-               and (j - k + 1) * len(examples[j].input_ids) <= batch_tokens):
-            j += 1
-        g, _ = per_example_gradients(model, examples[k:j], device)
-        k = j
-        with torch.no_grad():
-            norms.append(g.norm(dim=1).cpu().numpy())
-            for lo in range(0, len(g), PROJECT_ROWS):  # bounds the padded copies
-                rows = g[lo:lo + PROJECT_ROWS]
-                if adam is not None:
-                    rows = adam_direction(rows, adam.exp_avg, adam.exp_avg_sq, adam.betas,
-                                          adam.eps)
-                feats.append(_unit(projector(rows).cpu().numpy()).astype(np.float16))
-    if not examples:
-        return [], np.zeros((0, projector.dim), np.float16), np.zeros(0, np.float32)
-    return examples, np.concatenate(feats), np.concatenate(norms)
+
+def step_gradient_features(model, examples: list, runs: dict, projector: "Projector",
+                           adam: "Snapshot | None" = None, batch_tokens: int = 4096,
+                           batch_size: int = 16, device: str = "cpu"
+                           ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """As `gradient_features`, per step: ((example index, step) pairs in the order
+    computed, features, norms), from `per_step_gradients`; `runs[example.index]` maps a
+    step to its trained-token indices (`curate.scoring.steps.step_runs`)."""
+    done, feats, norms = [], [np.zeros((0, projector.dim), np.float16)], [np.zeros(0, np.float32)]
+    for batch in _length_batches(examples, batch_tokens, batch_size):
+        batch_runs = [runs[e.index] for e in batch]
+        for s, grads in per_step_gradients(model, batch, batch_runs, device):
+            rows = [b for b, r in enumerate(batch_runs) if s in r]
+            f, g = _features_of(grads[rows], projector, adam)
+            done += [(batch[b].index, s) for b in rows]
+            feats.append(f)
+            norms.append(g)
+    return done, np.concatenate(feats), np.concatenate(norms)
 
 
 def adam_direction(grads, exp_avg, exp_avg_sq, betas: tuple[float, float], eps: float):
@@ -497,26 +571,29 @@ class InfluenceScorer(Scorer):
         return model.to(self._dev).eval(), tok
 
     # -- features
-    def _features(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(found mask, features, grad_norm) of these examples at this snapshot: read from
-        the gradient store, the missing ones computed and stored first."""
+    def _features(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool,
+                  steps: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found mask, features, grad_norm) of these examples at this snapshot (of their
+        steps, keyed `id#s`, with `steps`): read from the gradient store, the missing ones
+        computed and stored first."""
         grads = GradientStore(self.store, {
             "run": self.run_id, "step": snap.step, "lr": snap.lr, "dim": self.dim,
             "seed": self.seed, "projection": f"srht-block{self._projector.block}",
             "precondition": "adam" if precondition else "none", "max_tokens": self.max_tokens,
-            "parameters": self._projector.d, "model": self.model})
-        missing = set(grads.missing(ids))
-        if missing:
-            todo = [k for k, i in enumerate(ids) if i in missing]
-            got_ids, feats, norms = self._compute(snap, [ids[k] for k in todo],
-                                                  [messages[k] for k in todo], precondition)
-            grads.write(got_ids, feats, norms)
-        return grads.read(ids)
+            "parameters": self._projector.d, "model": self.model,
+            **({"unit": "step"} if steps else {})})
+        keys, owner = _step_keys(ids, messages) if steps else (ids, list(range(len(ids))))
+        missing = set(grads.missing(keys))
+        todo = sorted({owner[k] for k, key in enumerate(keys) if key in missing})
+        if todo:
+            grads.write(*self._compute(snap, [ids[k] for k in todo],
+                                       [messages[k] for k in todo], precondition, steps))
+        return grads.read(keys)
 
-    def _compute(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool
-                 ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def _compute(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool,
+                 steps: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
         from curate.finetune.data import encode
+        from curate.scoring.steps import step_runs
 
         unexpected = self._model.load_state_dict(snap.weights, strict=False).unexpected_keys
         if unexpected:
@@ -524,29 +601,54 @@ class InfluenceScorer(Scorer):
                               f"its adapter ({unexpected[0]})\n  fix: train the warm-up again")
         limit = min(self.max_tokens, getattr(self._model.config, "max_position_embeddings",
                                              None) or self.max_tokens)
-        examples, feats, norms = gradient_features(
-            self._model, encode(self._tok, messages, limit), self._projector,
-            snap if precondition else None, self.batch_tokens, self.batch_size, self._dev)
+        examples = encode(self._tok, messages, limit)
+        adam = snap if precondition else None
         self.computed += len(examples)
-        return [ids[e.index] for e in examples], feats, norms
+        if not steps:
+            examples, feats, norms = gradient_features(
+                self._model, examples, self._projector, adam, self.batch_tokens,
+                self.batch_size, self._dev)
+            return [ids[e.index] for e in examples], feats, norms
+        runs = {e.index: step_runs(messages[e.index], e, ids[e.index]) for e in examples}
+        pairs, feats, norms = step_gradient_features(
+            self._model, examples, runs, self._projector, adam, self.batch_tokens,
+            self.batch_size, self._dev)
+        # steps without tokens (empty, or cut by max_tokens) are stored as null (NaN norm),
+        # so that they are not computed again
+        keys, _ = _step_keys(ids, messages)
+        done = {f"{ids[i]}#{s}" for i, s in pairs}
+        empty = [k for k in keys if k not in done]
+        return ([f"{ids[i]}#{s}" for i, s in pairs] + empty,
+                np.concatenate([feats, np.zeros((len(empty), self.dim), np.float16)]),
+                np.concatenate([norms, np.full(len(empty), np.nan, np.float32)]))
 
     # -- scores
-    def score(self, batch: pa.Table) -> pa.Table:
+    def _similarities(self, ids: list[str], messages: list, steps: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per example (or step): (found, lr-weighted mean cosine to the target examples,
+        the same with their max, lr-weighted raw gradient norm)."""
         self.prepare()
-        ids, messages = batch["id"].to_pylist(), batch["messages"].to_pylist()
-        n = len(ids)
+        n = len(_step_keys(ids, messages)[0]) if steps else len(ids)
         mean, best, norm = np.zeros(n), np.zeros(n), np.zeros(n)
         found = np.ones(n, bool)
         for snap, target in zip(self.snapshots, self._target_feats):
             have, feats, norms = self._features(snap, ids, messages,
-                                                precondition=self.precondition == "adam")
-            found &= have
+                                                self.precondition == "adam", steps)
             rows = np.flatnonzero(have)
+            ok = ~np.isnan(norms)
+            have[rows[~ok]] = False
+            found &= have
+            rows, feats, norms = rows[ok], feats[ok], norms[ok]
             w = snap.lr / self._lr_total
             sims = _unit(feats) @ target.T  # (rows, target examples) cosines
             mean[rows] += w * sims.mean(1)
             best[rows] += w * sims.max(1)
             norm[rows] += w * norms
+        return found, mean, best, norm
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        found, mean, best, norm = self._similarities(batch["id"].to_pylist(),
+                                                     batch["messages"].to_pylist())
         reasons = [None if ok else "no assistant tokens to take a gradient of" for ok in found]
 
         def col(values: np.ndarray) -> pa.Array:
@@ -555,6 +657,52 @@ class InfluenceScorer(Scorer):
 
         return pa.table({"influence": col(mean), "influence_max": col(best),
                          "grad_norm": col(norm), "reason": pa.array(reasons, pa.string())})
+
+
+class StepInfluenceScorer(InfluenceScorer):
+    """Influence of every step (assistant turn) of an example on a target: the gradient
+    of the step's own mean token loss, featurized and compared with the target exactly
+    as `influence` does whole examples (same warm-up, snapshots, projection and target
+    features; step features are stored in their own gradient folder). For agent traces,
+    a step whose update points away from the target (low or negative influence) is a
+    harmful step: `curate select expert-failures -p step_score=step_influence.
+    step_influence -p harmful=low`. Costs one backward pass per step index and batch.
+
+    Columns: `step_influence` (one entry per assistant message in order, null for empty
+    turns and turns cut by `max_tokens`), `min_step_influence`."""
+
+    name = "step_influence"
+    version = "1"
+    columns = {"step_influence": pa.list_(pa.float32()), "min_step_influence": pa.float32()}
+    higher_is_better = {"min_step_influence": True}
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        ids, messages = batch["id"].to_pylist(), batch["messages"].to_pylist()
+        found, mean, _, _ = self._similarities(ids, messages, steps=True)
+        keys, owner = _step_keys(ids, messages)
+        per = [[] for _ in ids]
+        for k, i in enumerate(owner):
+            per[i].append(float(mean[k]) if found[k] else None)
+        lowest = [min((v for v in p if v is not None), default=None) for p in per]
+        reasons = [None if low is not None else "no assistant tokens to take a gradient of"
+                   for low in lowest]
+        return pa.table({
+            "step_influence": pa.array([p if low is not None else None
+                                        for p, low in zip(per, lowest)],
+                                       self.columns["step_influence"]),
+            "min_step_influence": pa.array(lowest, pa.float32()),
+            "reason": pa.array(reasons, pa.string())})
+
+
+def _step_keys(ids: list[str], messages: list) -> tuple[list[str], list[int]]:
+    """Gradient-store keys of the steps of these examples (`id#s`, s over the assistant
+    messages in order) and the example each belongs to."""
+    keys, owner = [], []
+    for i, (id_, msgs) in enumerate(zip(ids, messages)):
+        for s in range(sum(m["role"] == "assistant" for m in msgs)):
+            keys.append(f"{id_}#{s}")
+            owner.append(i)
+    return keys, owner
 
 
 def _unit(feats: np.ndarray) -> np.ndarray:

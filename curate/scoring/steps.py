@@ -60,23 +60,13 @@ class StepLossScorer(LMScorer):
                 continue
             ex = examples[i]
             start, token_loss = per_example[i]
-            trained = ex.labels[start:] != IGNORE
-            step_loss = token_loss.astype(np.float32)[trained]
-            positions = np.flatnonzero(trained)
-            runs = np.split(np.arange(len(positions)),
-                            np.flatnonzero(np.diff(positions) > 1) + 1)
-            filled = [j for j in turns if messages[j]["content"]]
-            if len(runs) > len(filled) or (len(runs) < len(filled) and not ex.truncated):
-                raise CurateError(
-                    f"example {batch['id'][i].as_py()}: its {len(filled)} assistant turns "
-                    f"tokenize into {len(runs)} separate spans, so steps cannot be told "
-                    "apart\n  fix: use a model whose chat template puts a role header "
-                    "before every turn (ChatML, Llama 3)")
-            # truncation cuts the oldest turns: the runs belong to the last turns
-            by_turn = dict(zip(filled[len(filled) - len(runs):], runs))
-            nll = [float(step_loss[by_turn[j]].mean()) if j in by_turn else None for j in turns]
+            step_loss = token_loss.astype(np.float32)[ex.labels[start:] != IGNORE]
+            runs = step_runs(messages, ex, batch["id"][i].as_py())
+            nll = [float(step_loss[runs[s]].mean()) if s in runs else None
+                   for s in range(len(turns))]
             out["step_nll"].append(nll)
-            out["step_tokens"].append([len(by_turn[j]) if j in by_turn else 0 for j in turns])
+            out["step_tokens"].append([len(runs[s]) if s in runs else 0
+                                       for s in range(len(turns))])
             out["step_count"].append(len(turns))
             out["max_step_nll"].append(max((v for v in nll if v is not None), default=None))
             out["truncated"].append(bool(ex.truncated))
@@ -84,3 +74,23 @@ class StepLossScorer(LMScorer):
         arrays = [pa.array(out[c], t) for c, t in self.columns.items()]
         return pa.Table.from_arrays(arrays + [pa.array(reasons, pa.string())],
                                     names=[*self.columns, "reason"])
+
+
+def step_runs(messages: list[dict], example, example_id: str) -> dict[int, np.ndarray]:
+    """Step (0-based, over the assistant messages in order) -> the indices of its tokens
+    among `example`'s trained tokens (`curate.finetune.data.encode` output, label order).
+    The trained tokens fall into one run per non-empty assistant turn (role headers
+    separate them); truncation cuts the oldest turns, so the runs belong to the last ones.
+    Empty turns and turns cut off have no entry."""
+    from curate.finetune.data import IGNORE
+
+    positions = np.flatnonzero(example.labels != IGNORE)
+    runs = np.split(np.arange(len(positions)), np.flatnonzero(np.diff(positions) > 1) + 1)
+    turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    filled = [s for s, j in enumerate(turns) if messages[j]["content"]]
+    if len(runs) > len(filled) or (len(runs) < len(filled) and not example.truncated):
+        raise CurateError(
+            f"example {example_id}: its {len(filled)} assistant turns tokenize into "
+            f"{len(runs)} separate spans, so steps cannot be told apart\n  fix: use a model "
+            "whose chat template puts a role header before every turn (ChatML, Llama 3)")
+    return dict(zip(filled[len(filled) - len(runs):], runs))

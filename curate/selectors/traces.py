@@ -365,9 +365,10 @@ class ExpertFailureSelector(Selector):
     the `steps` scorer's `step_nll` (mean token loss of each step under the model to be
     trained, `curate score steps --model M`): a step that model finds far less likely
     than the expert's successful steps is treated as harmful. EEF finds beneficial steps
-    by simulating from the trace's states, which needs the environment; any other
-    per-step signal (per-step influence, a reward model's step values) plugs in the same
-    way with `step_score`, with `harmful="low"` where low values are the harmful ones.
+    by simulating from the trace's states, which needs the environment. Per-step
+    influence on a target (`step_influence.step_influence`, `curate score
+    step_influence`) plugs in with `harmful="low"` (low values are the harmful ones), as
+    does any other per-step list column (a reward model's step values).
     Without `threshold`, it is the `quantile` of the step scores of the pool's successful
     traces (the top `1 - quantile` of normal expert steps count as harmful)."""
 
