@@ -1,6 +1,7 @@
 """Trace-aware selection: outcome filters, rejection sampling (correct only, at most k per
 prompt, diverse first), GRAPE (the lowest-NLL response per prompt), expert failures
-(turn masks over failed traces) and the per-step loss scorer, on constructed traces and
+(turn masks over failed traces, by step losses or per-step influence) and the
+per-step loss scorer, on constructed traces and
 on real FireAct / GSM8K multi-solution rows. Model scores come from a 2-layer Llama
 built here with the SmolLM2 tokenizer."""
 
@@ -279,3 +280,24 @@ def test_real_fireact_and_gsm8k_solutions(tmp_path, tiny):
         assert len(m["turns"]) == turns[m["id"]] and m["turns"][-1] is False
         assert any(m["turns"])
     assert set(outcomes(store, [m["id"] for m in ef.masks_.to_pylist()]).values()) == {False}
+    # per-step influence toward the successful traces marks the harmful steps instead
+    from curate.scoring.influence import StepInfluenceScorer
+
+    select(store, "outcome", "solved", where="source = 'fireact'", success=True)
+    run_scorer(store, StepInfluenceScorer(store=store, target="solved", model=tiny, warmup=8,
+                                          checkpoints=1, dim=256, max_tokens=512, lora_r=4),
+               where="source = 'fireact' AND NOT outcome.success")  # over examples
+    got = rows(store, "SELECT step_influence, len(list_filter(messages, lambda m: "
+                      "m.role = 'assistant')) FROM scores_step_influence JOIN examples "
+                      "USING (id)")
+    assert len(got) == 6 and all(len(v) == n for v, n in got)
+    assert all(-1 <= x <= 1 for v, _ in got for x in v if x is not None)
+    values = dict(rows(store, "SELECT id, step_influence FROM scores_step_influence"))
+    middle = float(np.median([x for v in values.values() for x in v if x is not None]))
+    by_influence = fit(store, "expert-failures", where="source = 'fireact' AND NOT success",
+                       keep_successes=False, step_score="step_influence.step_influence",
+                       harmful="low", threshold=middle)
+    expect = {i: [x is not None and x >= middle for x in v[:-1]] + [False]
+              for i, v in values.items()}
+    assert {m["id"]: m["turns"] for m in by_influence.masks_.to_pylist()} == \
+        {i: t for i, t in expect.items() if any(t)}
