@@ -1,9 +1,8 @@
 """Trace-aware selection: outcome filters, rejection sampling (correct only, at most k per
 prompt, diverse first), GRAPE (the lowest-NLL response per prompt), expert failures
-(turn masks over failed traces, by step losses or per-step influence) and the
-per-step loss scorer, on constructed traces and
-on real FireAct / GSM8K multi-solution rows. Model scores come from a 2-layer Llama
-built here with the SmolLM2 tokenizer."""
+(turn masks over failed traces, by step losses or per-step influence) and the per-step
+loss scorer, on constructed traces and on real FireAct / GSM8K multi-solution rows. Model
+scores come from a 2-layer Llama built here with the SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
