@@ -281,7 +281,9 @@ def score(
         "`truncated` column (default: 2048).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (default: auto).")] = None,
     where: Annotated[str | None, typer.Option(
-        help="Score only the examples this SQL filter keeps, e.g. \"source = 'gsm8k/train'\".")
+        help="Score only the examples this SQL filter keeps, over the columns of `examples` "
+        "and `pairs` (prompt, response, turns, success, reward), e.g. "
+        "\"kind = 'trace' AND NOT success\".")
     ] = None,
     target: Annotated[str | None, typer.Option(
         help="influence (required): the examples to be influential for: a selection, "

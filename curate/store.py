@@ -256,14 +256,15 @@ def score_views(root: Path) -> dict[str, Path]:
 
 
 # Derived views: prompt and response are the last user and assistant turns, not copies.
-DERIVED_VIEWS = {
-    "pairs": """
-        SELECT id, source, source_row, kind,
+PAIR_COLUMNS = """
                list_filter(messages, lambda m: m.role = 'user')[-1].content AS prompt,
                list_filter(messages, lambda m: m.role = 'assistant')[-1].content AS response,
-               len(messages) AS turns, outcome.success AS success, outcome.reward AS reward
-        FROM examples""",
+               len(messages) AS turns, outcome.success AS success, outcome.reward AS reward"""
+DERIVED_VIEWS = {
+    "pairs": f"SELECT id, source, source_row, kind, {PAIR_COLUMNS} FROM examples",
 }
+# the examples with the pairs' columns: what a scorer's --where is written over
+EXAMPLES_AND_PAIRS = f"(SELECT *, {PAIR_COLUMNS} FROM examples) AS examples"
 
 
 def _create_views(con, root: Path) -> None:

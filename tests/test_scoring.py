@@ -214,8 +214,11 @@ def test_where_scores_a_subset(tmp_path, store):
     ingest(store, [write_jsonl(tmp_path / "a.jsonl", recs[:2]),
                    write_jsonl(tmp_path / "b.jsonl", recs[2:])])
     scorer = make_scorer("heuristics", model=None)
-    assert run_scorer(store, scorer, where="source = 'b'").scored == 4
-    assert run_scorer(store, scorer).scored == 2  # the rest, later
+    # the pairs view's columns work too, as in `curate select --where`
+    assert run_scorer(store, scorer, where="response IN ('A0.', 'A5.') AND turns = 2"
+                      ).scored == 2
+    assert run_scorer(store, scorer, where="source = 'b'").scored == 3  # A5 is done
+    assert run_scorer(store, scorer).scored == 1  # the rest, later
     with pytest.raises(CurateError, match="--where filter failed"):
         run_scorer(store, scorer, where="no_such_column > 1")
 

@@ -285,7 +285,7 @@ def test_real_fireact_and_gsm8k_solutions(tmp_path, tiny):
     select(store, "outcome", "solved", where="source = 'fireact'", success=True)
     run_scorer(store, StepInfluenceScorer(store=store, target="solved", model=tiny, warmup=8,
                                           checkpoints=1, dim=256, max_tokens=512, lora_r=4),
-               where="source = 'fireact' AND NOT outcome.success")  # over examples
+               where="source = 'fireact' AND NOT success")
     got = rows(store, "SELECT step_influence, len(list_filter(messages, lambda m: "
                       "m.role = 'assistant')) FROM scores_step_influence JOIN examples "
                       "USING (id)")

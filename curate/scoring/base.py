@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.store import Store, fsync, hold_lock, write_atomic
+from curate.store import EXAMPLES_AND_PAIRS, Store, fsync, hold_lock, write_atomic
 
 TEXTS = {
     # DuckDB expressions over `messages`: which text a scorer reads
@@ -182,13 +182,15 @@ def _pending(con, scorer: Scorer, folder: Path, where: str | None
     out_col = "messages" if scorer.needs == "messages" else "text"
     extra = ", outcome" if scorer.needs == "messages" else ""
     try:
-        total = con.execute(f"SELECT count(*) FROM examples {clause}").fetchall()[0][0]
-        reader = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM examples {clause} "
+        rel = EXAMPLES_AND_PAIRS
+        total = con.execute(f"SELECT count(*) FROM {rel} {clause}").fetchall()[0][0]
+        reader = con.sql(f"SELECT id, {expr} AS {out_col}{extra} FROM {rel} {clause} "
                          f"ORDER BY {length}, id").to_arrow_reader(4096)
     except duckdb.Error as e:
         raise CurateError(f"the --where filter failed: {e}\n  fix: write a SQL boolean "
                           "expression over the examples columns (id, source, source_row, "
-                          "kind, messages, outcome, meta)") from e
+                          "kind, messages, outcome, meta) and the pairs view's (prompt, "
+                          "response, turns, success, reward)") from e
     return reader, total, cached
 
 
