@@ -115,6 +115,7 @@ def test_per_step_gradients_equal_a_backward_pass_per_step(tiny, tokenizer):
     whole, _ = per_example_gradients(model, examples)
     got = dict(per_step_gradients(model, examples, runs))
     assert sorted(got) == [0, 1, 2]
+    assert not any(m._forward_hooks for _, m in trainable_linears(model))  # all removed
     for b, example in enumerate(examples):
         trained = np.flatnonzero(example.labels != IGNORE)
         mixed = torch.zeros_like(whole[b])

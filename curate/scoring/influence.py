@@ -100,25 +100,27 @@ def per_example_gradients(model, examples: list, device: str = "cpu"):
 
 
 def per_step_gradients(model, examples: list, runs: list[dict], device: str = "cpu"):
-    """Yields (step s, gradients (B, d) float32) for s = 0, 1, ...: row b is the
-    gradient of example b's mean token loss over the tokens of its step s (`runs[b][s]`,
-    indices among its trained tokens; zero when it has no step s). One forward pass,
-    then one backward pass per step index: a step's loss reaches back into the earlier
-    steps' activations, so per-step gradients are not slices of one backward."""
+    """Yields (step s, gradients (B, d) float32) for every step index s some example
+    has: row b is the gradient of example b's mean token loss over the tokens of its step
+    s (`runs[b][s]`, indices among its trained tokens; zero when it has no step s). One
+    forward pass, then one backward pass per step index: a step's loss reaches back into
+    the earlier steps' activations, so per-step gradients are not slices of one
+    backward."""
     import torch
 
-    steps = max((max(r) + 1 for r in runs if r), default=0)
+    steps = sorted(set().union(*runs))  # step indices some example has
 
     def weightings(rows, counts):
         offsets = np.concatenate([[0], np.cumsum(counts.cpu().numpy())[:-1]])
-        for s in range(steps):
+        for s in steps:
             w = torch.zeros(len(rows), dtype=torch.float32)
             for b, r in enumerate(runs):
                 if s in r:
                     w[offsets[b] + r[s]] = 1 / len(r[s])
             yield w.to(rows.device)
 
-    for s, (grads, _) in enumerate(_gradient_passes(model, examples, device, weightings)):
+    # the passes first: zip then runs them to their end (and their hooks' removal)
+    for (grads, _), s in zip(_gradient_passes(model, examples, device, weightings), steps):
         yield s, grads
 
 
