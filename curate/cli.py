@@ -682,8 +682,9 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     help="YAML of curate_flow parameters (store, watch, scorers, selections, export, "
     "evaluate, compare, report; see flows/demo.yaml). Options given here override it.")]
 ScoreOpt = Annotated[list[str] | None, typer.Option(
-    "--score", help="A scorer to run (repeatable) (default: heuristics, embed; the config's "
-    "when given).", show_default=False)]
+    "--score", help="A scorer to run (repeatable): a name, or a JSON/YAML mapping with its "
+    "options, e.g. '{\"name\": \"influence\", \"target\": \"source:gsm8k/test\"}' "
+    "(default: heuristics, embed; the config's when given).", show_default=False)]
 SelectOpt = Annotated[list[str] | None, typer.Option(
     "--select", help="NAME=RECIPE.yaml or NAME=METHOD (repeatable), e.g. "
     "diverse=selectors/kmeans-balanced.yaml, random-5pct=random (default: "
@@ -697,6 +698,24 @@ ExportFormatOpt = Annotated[str | None, typer.Option(
 ReportOpt = Annotated[Path | None, typer.Option(
     "--report", help="Report file (default: <store>/report.html).")]
 NoReportOpt = Annotated[bool, typer.Option("--no-report", help="Skip the report.")]
+
+
+def _scorer_spec(item: str) -> str | dict:
+    """A --score value: a scorer name, or a YAML/JSON mapping with `name` and the
+    scorer's options (as under `scorers:` in a config)."""
+    import yaml
+
+    if not item.lstrip().startswith("{"):
+        return item
+    try:
+        spec = yaml.safe_load(item)
+    except yaml.YAMLError as e:
+        spec = f"unreadable ({str(e).splitlines()[0]})"
+    if not isinstance(spec, dict) or not spec.get("name"):
+        raise CurateError(f"--score {item!r} is not a scorer name or a mapping with a name: "
+                          f"{spec}\n  fix: e.g. --score lm or --score '{{\"name\": "
+                          "\"influence\", \"target\": \"source:gsm8k/test\"}'")
+    return spec
 
 
 def _flow_params(watch, config, store, score, select, budget, where, export_dir,
@@ -722,7 +741,7 @@ def _flow_params(watch, config, store, score, select, budget, where, export_dir,
     if watch:
         params["watch"] = list(watch)
     if score:
-        params["scorers"] = list(score)
+        params["scorers"] = [_scorer_spec(item) for item in score]
     if select:
         specs = []
         for item in select:

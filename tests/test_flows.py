@@ -252,3 +252,21 @@ def test_shipped_deployments_and_demo_match_the_flow():
             assert (ROOT / recipe).is_file()
     demo = yaml.safe_load((ROOT / "flows" / "demo.yaml").read_text())
     curate_flow.validate_parameters({**demo, "store": "demo-store"})
+
+
+def test_run_options_become_flow_parameters(tmp_path):
+    """`curate run --score` takes names and option mappings; both pass the flow's
+    parameter validation; a mapping without a name fails naming the fix."""
+    from curate.cli import _flow_params
+
+    params = _flow_params(None, None, tmp_path / "store", [
+        "heuristics", '{"name": "influence", "target": "source:gsm8k/test", "warmup": 64}',
+        "{name: embed, text: prompt}"], ["r=random"], "10", None, None, None, None, True)
+    assert params["scorers"] == ["heuristics", {"name": "influence",
+                                                "target": "source:gsm8k/test", "warmup": 64},
+                                 {"name": "embed", "text": "prompt"}]
+    assert params["selections"] == [{"name": "r", "method": "random", "budget": "10"}]
+    curate_flow.validate_parameters(params)
+    for bad in ('{"target": "x"}', '{"name": '):
+        with pytest.raises(CurateError, match="not a scorer name or a mapping with a name"):
+            _flow_params(None, None, tmp_path, [bad], None, None, None, None, None, None, True)
