@@ -287,6 +287,14 @@ def test_step_influence_scores_every_step_and_feeds_expert_failures(tiny, tmp_pa
     options = {"store": store, "target": str(target), "model": str(tiny), "warmup": 8,
                "checkpoints": 2, "dim": 256, "max_tokens": 512, "lora_r": 4,
                "warmup_epochs": 2}
+    empty = Pool(store, "source = 'traces'")
+    try:  # before any step influence: the error names the command, target included
+        with pytest.raises(CurateError, match=r"curate score step_influence --model \S+ "
+                                              "--target T` first"):
+            make_selector("expert-failures", step_score="step_influence.step_influence",
+                          harmful="low", model=str(tiny)).fit(empty)
+    finally:
+        empty.close()
     steps = StepInfluenceScorer(**options)
     assert run_scorer(store, steps).scored == 16
     got = rows(store, """

@@ -313,7 +313,8 @@ def score_values(pool: Pool, scorer: str, column: str, model: str | None = None
     when the scores are missing or do not cover the pool."""
     root = pool.store.root / "scores" / scorer
     configs = [c.parent for c in root.glob("*/config.json") if any(c.parent.glob("part-*.parquet"))]
-    command = f"curate score {scorer}" + (f" --model {model}" if model else "")
+    target = " --target T" if "influence" in scorer else ""  # the influence scorers need one
+    command = f"curate score {scorer}" + (f" --model {model}" if model else "") + target
     if model is not None:
         configs = [c for c in configs if _same_model(_model_of(c), model)]
     if not configs:
@@ -333,8 +334,9 @@ def score_values(pool: Pool, scorer: str, column: str, model: str | None = None
     if absent:
         raise CurateError(f"{len(absent)} of the {len(pool)} examples that need a {scorer} "
                           f"score have none from {_model_of(folder)} (e.g. {absent[0]})\n  "
-                          f"fix: run `curate score {scorer} --model {_model_of(folder)}` again (it "
-                          "scores only what is missing), or narrow the pool with --where")
+                          f"fix: run `curate score {scorer} --model {_model_of(folder)}{target}` "
+                          "again (it scores only what is missing), or narrow the pool with "
+                          "--where")
     return folder, [found[i] for i in pool.ids]
 
 
