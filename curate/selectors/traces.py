@@ -313,7 +313,11 @@ def score_values(pool: Pool, scorer: str, column: str, model: str | None = None
     when the scores are missing or do not cover the pool."""
     root = pool.store.root / "scores" / scorer
     configs = [c.parent for c in root.glob("*/config.json") if any(c.parent.glob("part-*.parquet"))]
-    target = " --target T" if "influence" in scorer else ""  # the influence scorers need one
+    from curate.scoring import SCORERS
+    from curate.scoring.influence import InfluenceScorer
+
+    needs_target = issubclass(SCORERS.get(scorer, object), InfluenceScorer)
+    target = " --target T" if needs_target else ""
     command = f"curate score {scorer}" + (f" --model {model}" if model else "") + target
     if model is not None:
         configs = [c for c in configs if _same_model(_model_of(c), model)]
