@@ -67,6 +67,7 @@ def ingest(
     in the `duplicates` and `quarantine` tables. Always: read = stored + duplicates +
     quarantined.
     """
+    from curate.errors import Interrupted
     from curate.ingest import expand_paths
     from curate.ingest import ingest as run_ingest
 
@@ -75,8 +76,16 @@ def ingest(
     if not files:
         raise CurateError("no data files found under " + ", ".join(paths))
     with _IngestProgress(files, quiet=as_json) as progress:
-        report = run_ingest(st, files, format=format, source=source, mapping=map, force=force,
-                            max_record_bytes=int(max_record_mb * (1 << 20)), progress=progress)
+        try:
+            report = run_ingest(st, files, format=format, source=source, mapping=map,
+                                force=force, max_record_bytes=int(max_record_mb * (1 << 20)),
+                                progress=progress)
+        except Interrupted as e:
+            e.done = (f"nothing of {progress.current} was committed; "
+                      f"{progress.finished} file(s) finished before it are kept; run the "
+                      "same command again to continue (finished files are skipped)"
+                      if progress.current else None)
+            raise
     if as_json:
         print(json.dumps(report.to_dict(), default=str))
         return
@@ -91,6 +100,8 @@ class _IngestProgress:
                                    TimeRemainingColumn, TransferSpeedColumn)
 
         self.quiet = quiet or not err.is_terminal
+        self.current: Path | None = None  # the file being read
+        self.finished = 0
         self.offset = 0
         self.size = 0
         total = sum(f.stat().st_size for f in files)
@@ -108,12 +119,15 @@ class _IngestProgress:
 
     def start(self, path: Path, total_bytes: int) -> None:
         self.size = total_bytes
+        self.current = path
         self.bar.update(self.task, description=path.name, completed=self.offset)
 
     def advance(self, done_bytes: int) -> None:
         self.bar.update(self.task, completed=self.offset + min(done_bytes, self.size))
 
     def finish(self, report) -> None:
+        self.current = None
+        self.finished += 1
         self.offset += Path(report.path).stat().st_size
         self.bar.update(self.task, completed=self.offset)
         if not self.quiet and not report.skipped:
@@ -855,11 +869,32 @@ def models(as_json: JsonOpt = False) -> None:
 
 
 def main() -> None:
+    import signal
+
+    from curate.errors import Interrupted
+
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    # Ctrl-C and SIGTERM stop a command the same way: what is staged is dropped, what
+    # was committed stays, a message says so, exit 128 + the signal number
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         app()
     except CurateError as e:
         err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)
         sys.exit(2)
+    except Interrupted as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C while exiting
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        err.print(f"[bold red]interrupted[/] ({e}): {_escape(e.done or _INTERRUPTED)}",
+                  highlight=False)
+        sys.exit(128 + e.signum)
+
+
+_INTERRUPTED = ("work in progress was dropped, finished work stays in the store; run the "
+                "same command again to continue where it stopped")
 
 
 def _escape(text: str) -> str:

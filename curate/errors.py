@@ -36,3 +36,16 @@ class StoreBusyError(StoreError):
 
 class QueryError(CurateError):
     """A SQL query or filter expression failed."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM in the CLI. Not an Exception, so that no `except Exception`
+    swallows it; it unwinds like KeyboardInterrupt: staged work is dropped, finished
+    work stays committed."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.done: str | None = None  # what the command kept, for the message

@@ -55,6 +55,10 @@ INGEST_RUN_SCHEMA = pa.schema([
     ("stored", pa.int64()),
     ("duplicates", pa.int64()),
     ("quarantined", pa.int64()),
+    # of `quarantined`: rows already in quarantine from an earlier run of the same file
+    # content (--force), not stored there again
+    ("requarantined", pa.int64()),
+    ("fields", pa.string()),  # JSON: which input fields became which part, examples each
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")),
     ("seconds", pa.float64()),

@@ -56,7 +56,7 @@ def test_huge_record_goes_to_quarantine(tmp_path, store):
     report = ingest(store, [path])
     assert (report.files[0].stored, report.files[0].quarantined) == (1, 1)
     (reason,) = rows(store, "SELECT reason FROM quarantine")[0]
-    assert "MB limit" in reason and "--max-record-mb" in reason
+    assert "over the 4.0 MiB limit" in reason and "--max-record-mb" in reason
 
 
 def test_huge_record_in_json_array(tmp_path, store):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -45,9 +46,14 @@ class FileReport:
     stored: int = 0
     duplicates: int = 0
     quarantined: int = 0
+    requarantined: int = 0  # of `quarantined`: already in quarantine from an earlier run
     skipped: str | None = None  # why the file was not read (already ingested)
+    error: str | None = None  # why the file failed part way (nothing of it was kept)
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    # which input fields became which part, with the examples each way gave:
+    # {"user=instruction+input, response=output": 2000}
+    fields: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,10 +142,14 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
             for path in files:
                 job.add(path)
             job.close()
+        except Exception:
+            # the failed file left nothing behind (see _Ingest._read); keep the files
+            # before it, those waiting in a bundle included, then stop
+            job.salvage(read_waiting=True)
+            raise
         except BaseException:
-            # keep every file read so far (a failed one's rows too, its run marked with
-            # the error so that a rerun reads it again), then stop
-            job.salvage()
+            # Ctrl-C / SIGTERM: read nothing more; the files finished so far are kept
+            job.salvage(read_waiting=False)
             raise
     return job.report
 
@@ -206,10 +216,14 @@ class _Ingest:
         if self.group is not None:
             self.group.commit()
 
-    def salvage(self) -> None:
-        """After an error: read the files waiting in the bundle, commit what is read."""
+    def salvage(self, read_waiting: bool) -> None:
+        """After an error or an interrupt: commit the files finished so far (after
+        reading those waiting in the bundle when `read_waiting`)."""
         try:
-            self._flush_bundle()
+            if read_waiting:
+                self._flush_bundle()
+            else:
+                self.bundle = []
         finally:
             if self.group is not None:
                 self.group.commit()
@@ -225,13 +239,22 @@ class _Ingest:
 
     def _read(self, path: Path, fr: FileReport, run: dict, reader: FileReader,
               batches: Iterable[Batch]) -> None:
-        """Account one file's batches into the commit group."""
+        """Account one file's batches into the commit group.
+
+        A file that fails part way (an unreadable stretch, Ctrl-C, SIGTERM) leaves
+        nothing behind: its parts and buffered rows are dropped from the group and its
+        ids forgotten, so that a rerun reads it anew instead of finding its own rows as
+        duplicates.
+        """
         group = self.group = self.group or _Group(self.writer)
         started = time.time()
         fr.run_id = group.run_id
-        group.runs.append(run)
         reasons: Counter = Counter()
+        fields: Counter = Counter()
         path_text = str(path)
+        added: list[int] = []  # ids this file added to `seen`: forgotten if it fails
+        quarantined = self._quarantined(run["file_hash"]) if self.force else set()
+        group.begin_file()
         self.progress.start(path, reader.size)
         try:
             for batch in batches:
@@ -244,6 +267,7 @@ class _Ingest:
                         keep[i] = False
                     else:
                         seen.add(key)
+                        added.append(key)
                 n_dup = int(ex.num_rows - keep.sum())
                 if n_dup:
                     d = ex.filter(pa.array(~keep))
@@ -255,40 +279,64 @@ class _Ingest:
                 stored = ex.filter(pa.array(keep)) if n_dup else ex
                 if stored.num_rows:
                     group.add("examples", stored)
-                if batch.rejects:
-                    rows, why, raw = zip(*batch.rejects)
-                    reasons.update(_reason_kind(w) for w in why)
-                    group.add("quarantine", pa.table({
-                        "source": [fr.source] * len(rows), "source_row": list(rows),
-                        "path": [path_text] * len(rows), "reason": list(why), "raw": list(raw),
-                        "run_id": [fr.run_id] * len(rows)}, schema=QUARANTINE_SCHEMA))
+                rejects = batch.rejects
+                if rejects:
+                    reasons.update(_reason_kind(w) for _, w, _ in rejects)
+                    # a file read again (--force) does not quarantine the same rows twice
+                    new = [r for r in rejects if r[0] not in quarantined]
+                    fr.requarantined += len(rejects) - len(new)
+                    if new:
+                        rows, why, raw = zip(*new)
+                        group.add("quarantine", pa.table({
+                            "source": [fr.source] * len(rows), "source_row": list(rows),
+                            "path": [path_text] * len(rows), "reason": list(why),
+                            "raw": list(raw), "run_id": [fr.run_id] * len(rows)},
+                            schema=QUARANTINE_SCHEMA))
+                fields.update(batch.fields)
                 fr.records += batch.records
                 fr.stored += stored.num_rows
                 fr.duplicates += n_dup
-                fr.quarantined += len(batch.rejects)
+                fr.quarantined += len(rejects)
                 self.progress.advance(reader.bytes_read)
         except BaseException as e:
-            run["error"] = f"{type(e).__name__}: {e}"
+            group.drop_file()
+            self.seen.difference_update(added)
+            fr.error = f"{type(e).__name__}: {e}"
+            fr.records = fr.stored = fr.duplicates = fr.quarantined = fr.requarantined = 0
             raise
         finally:
             fr.format = reader.format.name if reader.format else None
             fr.read = fr.stored + fr.duplicates + fr.quarantined
             fr.reasons = dict(reasons)
+            fr.fields = dict(fields.most_common())
             fr.seconds = round(time.time() - started, 3)
-            run.update({
-                "run_id": fr.run_id, "path": str(path.absolute()), "file_bytes": reader.size,
-                "source": fr.source, "format": fr.format, "records": fr.records,
-                "read": fr.read, "stored": fr.stored, "duplicates": fr.duplicates,
-                "quarantined": fr.quarantined,
-                "started_at": datetime.fromtimestamp(started, timezone.utc),
-                "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
             self.report.files.append(fr)
+        group.end_file()
+        run.update({
+            "run_id": fr.run_id, "path": str(path.absolute()), "file_bytes": reader.size,
+            "source": fr.source, "format": fr.format, "records": fr.records,
+            "read": fr.read, "stored": fr.stored, "duplicates": fr.duplicates,
+            "quarantined": fr.quarantined, "requarantined": fr.requarantined,
+            "fields": json.dumps(fr.fields),
+            "started_at": datetime.fromtimestamp(started, timezone.utc),
+            "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
+        group.runs.append(run)
         self.done[run["options_key"]] = fr.run_id
         self.progress.finish(fr)
         group.bytes += reader.size
         if group.bytes >= GROUP_BYTES:
             group.commit()
             self.group = None
+
+    def _quarantined(self, file_hash: str) -> set[int]:
+        """Rows of this file content already in quarantine from an earlier run (a group
+        holds several files: a run's rows are told apart by the file's name)."""
+        runs = self.store.read_table("ingest_runs", ["run_id", "path", "file_hash"]).to_pylist()
+        names = {(r["run_id"], Path(r["path"]).name) for r in runs if r["file_hash"] == file_hash}
+        if not names:
+            return set()
+        q = self.store.read_table("quarantine", ["run_id", "path", "source_row"]).to_pylist()
+        return {r["source_row"] for r in q if (r["run_id"], Path(r["path"]).name) in names}
 
 
 class _Group:
@@ -311,6 +359,9 @@ class _Group:
         self.parts = 0
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="curate-parquet")
         self.pending: list = []
+        self.marks: dict[str, int] | None = None  # buffer lengths when the current file began
+        self.failed: Exception | None = None
+        self.file_parts: list[Path] = []
 
     def add(self, name: str, table: pa.Table) -> None:
         self.buffers.setdefault(name, []).append(table)
@@ -318,21 +369,61 @@ class _Group:
         if self.buffered[name] >= FLUSH_BYTES:
             self._flush(name)
 
+    # A part holds rows of finished files or of the file being read, never both, so
+    # that a file failing part way can be taken out again (drop_file).
+    def begin_file(self) -> None:
+        self.marks = {name: len(tables) for name, tables in self.buffers.items()}
+        self.file_parts: list[Path] = []
+
+    def end_file(self) -> None:
+        self.marks, self.file_parts = None, []
+
+    def drop_file(self) -> None:
+        """Forget every row of the file being read: its parts and buffered tables."""
+        for f in self.pending:
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - raised again by commit
+                self.failed = e
+        self.pending = []
+        for part in self.file_parts:
+            part.unlink(missing_ok=True)
+        for name in list(self.buffers):
+            kept = self.buffers[name][: (self.marks or {}).get(name, 0)]
+            self.buffers[name] = kept
+            self.buffered[name] = sum(t.nbytes for t in kept)
+        self.end_file()
+
     def _flush(self, name: str) -> None:
         tables = self.buffers.pop(name, [])
         self.buffered.pop(name, None)
-        if tables:
-            path = self.folder / f"{name}-{self.parts:05d}.parquet"
-            self.parts += 1
-            for done in [f for f in self.pending if f.done()]:
-                done.result()
-            # at most one part waits while another is written: memory stays bounded
-            while len([f for f in self.pending if not f.done()]) > 1:
-                self.pending[0].result()
-                self.pending.pop(0)
-            self.pending.append(self.pool.submit(_write_part, tables, path))
+        marks = self.marks
+        if marks is None:
+            self._write(name, tables, current=False)
+            return
+        mark = marks.get(name, 0)
+        self._write(name, tables[:mark], current=False)
+        self._write(name, tables[mark:], current=True)
+        marks[name] = 0
+
+    def _write(self, name: str, tables: list[pa.Table], current: bool) -> None:
+        if not tables:
+            return
+        path = self.folder / f"{name}-{self.parts:05d}.parquet"
+        self.parts += 1
+        if current:
+            self.file_parts.append(path)
+        for done in [f for f in self.pending if f.done()]:
+            done.result()
+        # at most one part waits while another is written: memory stays bounded
+        while len([f for f in self.pending if not f.done()]) > 1:
+            self.pending[0].result()
+            self.pending.pop(0)
+        self.pending.append(self.pool.submit(_write_part, tables, path))
 
     def commit(self) -> None:
+        if self.failed is not None:
+            raise self.failed  # a part of a finished file was not written: commit nothing
         for name in list(self.buffers):
             self._flush(name)
         for f in self.pending:
@@ -342,6 +433,8 @@ class _Group:
             pq.write_table(pa.Table.from_pylist(self.runs, schema=INGEST_RUN_SCHEMA),
                            self.folder / "run.parquet")
             self.writer.commit(self.folder, f"ingest/{self.run_id}")
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _write_part(tables: list[pa.Table], path: Path) -> None:

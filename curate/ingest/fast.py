@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from curate.ingest.formats import EOS_MARKERS, _EOS, INPUT_KEYS, OUTCOME_KEYS, RESPONSE_KEYS
+from curate.ingest.formats import (EOS_MARKERS, _EOS, INPUT_KEYS, OUTCOME_KEYS, REFERENCE_KEYS,
+                                   RESPONSE_KEYS, TRACE_KEYS)
 
 _REACT_ACTION = r"(?m)^Action(?:\s*\d+)?\s*:"
 _PLAIN = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
@@ -64,6 +65,7 @@ class Flat:
     user: pa.Array
     response: pa.Array
     meta: pa.Array
+    fields: str = ""  # which columns became the turns, as formats.Row.fields says
 
 
 def _where(mask: pa.Array, values: pa.Array, fn, default: pa.Array) -> pa.Array:
@@ -81,7 +83,8 @@ def map_flat(table: pa.Table, user_key: str, limit: int) -> Flat | None:
     rkey = next((k for k in RESPONSE_KEYS if k in names), None)
     ikey = next((k for k in INPUT_KEYS if k in names), None)
     if user_key not in names or rkey is None or "system" in names or \
-            any(k in names for k in OUTCOME_KEYS):
+            any(k in names for k in OUTCOME_KEYS + TRACE_KEYS) or \
+            any(k in names and k != rkey for k in REFERENCE_KEYS):
         return None
     if not all(_is_text(table.schema.field(k).type) for k in (user_key, rkey, ikey) if k):
         return None
@@ -139,8 +142,9 @@ def map_flat(table: pa.Table, user_key: str, limit: int) -> Flat | None:
 
     keep = np.flatnonzero(~slow)
     take = pa.array(keep)
+    fields = f"user={user_key}{'+' + ikey if ikey else ''}, response={rkey}"
     return Flat(keep, np.flatnonzero(slow), user.take(take), stripped.take(take),
-                meta.take(take))
+                meta.take(take), fields)
 
 
 def _blank(text: pa.Array) -> pa.Array:

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from curate.errors import InputError
-from curate.ingest.react import has_action, is_react, parse_reward, split_react
+from curate.ingest.react import (has_action, is_react, parse_reward, preamble,
+                                 split_react, split_task)
 from curate.ingest.sources import RowError
 
 Turns = list[tuple[str, str]]
@@ -27,16 +28,23 @@ class Row:
     success: bool | None
     reward: float | None
     extras: dict
+    fields: str = ""  # which input fields became which part, e.g. "user=instruction"
 
 
-# Field names a record may use for each part, first match wins.
-USER_KEYS = ("instruction", "prompt", "question", "query")
-INPUT_KEYS = ("input", "context")
-RESPONSE_KEYS = ("output", "response", "completion", "answer")
+# Field names a record may use for each part, first match wins (any letter case).
+USER_KEYS = ("instruction", "prompt", "question", "query", "problem")
+INPUT_KEYS = ("input", "context", "inputs")  # appended to the instruction, or the prompt
+RESPONSE_KEYS = ("output", "response", "completion", "solution", "answer", "prediction",
+                 "generation", "outputs", "targets", "target", "chosen")
+# a trace: ReAct text or a list of turns, the task in its opening text or in a field
+TRACE_KEYS = ("traj", "trajectory", "trace")
+# beside a response, a reference answer is kept as meta.reference
+REFERENCE_KEYS = ("reference", "references", "target", "targets", "gt", "gold",
+                  "expected_answer", "expected_output")
 OUTCOME_KEYS = ("reward", "success", "is_correct", "correct")
 MAP_TARGETS = ("instruction", "input", "response", "system", "prompt", "completion",
                "question", "answer", "output", "messages", "conversations", "reward",
-               "success")
+               "success", "reference", "traj")
 
 EOS_MARKERS = ("<|endoftext|>", "</s>", "<|im_end|>", "<|eot_id|>", "<eos>", "<|end|>")
 # ASCII whitespace only, as in RE2, so that the vectorized path strips exactly the same
@@ -51,12 +59,22 @@ ROLE_ALIASES = {
 }
 
 
-def _text(rec: dict, key: str, required: bool = True) -> str | None:
+def _text(rec: dict, key: str, required: bool = True, extras: dict | None = None
+          ) -> str | None:
+    """The text of a field. A list of texts (SuperNI's definitions and outputs) reads as
+    its first item when `extras` is given (the others go there, as `other_<key>`), else
+    as its items joined by blank lines."""
     value = rec.get(key)
     if value is None:
         if required:
             raise RowError(f"missing field: {key!r}")
         return None
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if extras is None:
+            return "\n\n".join(value)
+        if len(value) > 1:
+            extras[f"other_{key}"] = value[1:]
+        return value[0]
     if not isinstance(value, str):
         raise RowError(f"wrong type: field {key!r} is {type(value).__name__} ({_short(value)}), "
                        "expected text")
@@ -69,9 +87,14 @@ def _short(value: object, n: int = 40) -> str:
 
 
 def _first_key(rec: dict, keys: Iterable[str]) -> str | None:
+    """The first of `keys` the record has, as the record spells it (any letter case)."""
     for k in keys:
         if k in rec:
             return k
+    lower = {k.lower(): k for k in rec if isinstance(k, str)}
+    for k in keys:
+        if k in lower:
+            return lower[k]
     return None
 
 
@@ -86,6 +109,8 @@ def _outcome(rec: dict, used: set) -> tuple[bool | None, float | None]:
         used.add(key)
         if isinstance(value, bool):
             success = value
+            if key == "reward":  # as `Episode finished, reward = True` reads
+                reward = float(value)
         elif isinstance(value, (int, float)):
             if key == "reward":
                 reward = float(value)
@@ -106,7 +131,7 @@ def _extras(rec: dict, used: set) -> dict:
 
 
 def finish(turns: Turns, extras: dict, success: bool | None, reward: float | None,
-           force_trace: bool = False) -> Row:
+           force_trace: bool = False, fields: str = "") -> Row:
     """Shared tail of every format: ReAct expansion, validation, kind."""
     if not any(r == "assistant" and c.strip() for r, c in turns):
         raise RowError("empty response: no assistant/response text")
@@ -116,9 +141,14 @@ def finish(turns: Turns, extras: dict, success: bool | None, reward: float | Non
             r in ("user", "tool") and c.lstrip().startswith("Observation") for r, c in turns)):
         react = True
         expanded: Turns = []
+        first = True
         for role, content in turns:
             if role == "assistant" and has_action(content):
-                expanded.extend(split_react(content))
+                keep = True
+                if first:
+                    keep = not _take_task(expanded, preamble(content), extras)
+                    first = False
+                expanded.extend(split_react(content, keep_preamble=keep))
             elif role == "user" and content.lstrip().startswith("Observation"):
                 expanded.append(("tool", content))  # chat renderings send observations as user
             else:
@@ -137,45 +167,135 @@ def finish(turns: Turns, extras: dict, success: bool | None, reward: float | Non
         kind = "conversation"
     else:
         kind = "instruction"
-    return Row(turns, kind, success, reward, extras)
+    return Row(turns, kind, success, reward, extras, fields)
+
+
+def _take_task(turns: Turns, opening: str, extras: dict) -> bool:
+    """Make the task in a transcript's opening text (before its first step) the user
+    turn; True when the opening was taken.
+
+    A task framed by an Alpaca template or a `Question:` label joins the user turn (or
+    is it, when there is none or it is empty): otherwise every trace of a dump whose
+    prompt field is empty or shared would have the same prompt. Unframed opening text
+    is taken only when there is no user text at all; else it stays with the first step.
+    """
+    if not opening.strip():
+        return False
+    task, notes = split_task(opening)
+    users = [i for i, (r, c) in enumerate(turns) if r == "user" and c.strip()]
+    if task is None:
+        if users:
+            return False
+        task = opening.strip()
+    if notes:
+        extras.setdefault("_curate", {})["task_from"] = notes
+    turns[:] = [(r, c) for r, c in turns if r != "user" or c.strip()]
+    if users and turns[-1][0] == "user":
+        if turns[-1][1].strip() != task:
+            turns[-1] = ("user", f"{turns[-1][1]}\n\n{task}")
+    else:
+        turns.append(("user", task))
+    return True
 
 
 def map_flat(rec: dict, user_keys=USER_KEYS, response_keys=RESPONSE_KEYS,
              force_trace: bool = False) -> list[Row]:
-    """Alpaca, prompt/completion, question/answer: [system] user assistant."""
+    """Alpaca, prompt/completion, question/answer, input/output: [system] user assistant.
+
+    Which field is which: the first of `user_keys` is the instruction, an input field
+    (input, context) is appended to it, or is the prompt when there is no instruction;
+    the first of `response_keys` is the response; a reference field beside it (target,
+    reference, gt, ...) is kept as meta.reference.
+    """
     used: set = set()
     ukey = _first_key(rec, user_keys)
     rkey = _first_key(rec, response_keys)
+    ikey = _first_key(rec, INPUT_KEYS)
+    if ukey is None and ikey is not None:
+        ukey, ikey = ikey, None
     if ukey is None:
         raise RowError(f"missing field: an instruction (one of {', '.join(user_keys)})")
     if rkey is None:
         raise RowError(f"missing field: a response (one of {', '.join(response_keys)})")
+    extras_pre: dict = {}
     user = _text(rec, ukey)
-    response = _text(rec, rkey)
     used.update((ukey, rkey))
-    ikey = _first_key(rec, INPUT_KEYS)
+    parts = [ukey]
     if ikey is not None:
         used.add(ikey)
+        parts.append(ikey)
         extra_input = _text(rec, ikey, required=False)
         if extra_input and extra_input.strip():
             user = f"{user}\n\n{extra_input}"
+    chat = _message_list(rec.get(rkey))
+    response = None if chat is not None else _text(rec, rkey, extras=extras_pre)
     extras_ann: dict = {}
-    match = _EOS.search(response) if response.rstrip().endswith(EOS_MARKERS) else None
-    if match:
-        extras_ann["eos_stripped"] = match.group(0).strip()
-        response = response[: match.start()]
+    if response is not None:
+        match = _EOS.search(response) if response.rstrip().endswith(EOS_MARKERS) else None
+        if match:
+            extras_ann["eos_stripped"] = match.group(0).strip()
+            response = response[: match.start()]
     turns: Turns = []
     system = _text(rec, "system", required=False) if "system" in rec else None
     if "system" in rec:
         used.add("system")
         if system and system.strip():
             turns.append(("system", system))
-    turns += [("user", user), ("assistant", response)]
+    if chat is not None:  # a response given as turns (preference data: chosen = [...])
+        chat_turns = _turns(chat, rkey)
+        if not any(r == "user" for r, _ in chat_turns):
+            turns.append(("user", user))
+        elif not chat_turns or user.strip() != next(c for r, c in chat_turns if r == "user").strip():
+            used.discard(ukey)  # the prompt field is not one of the turns: kept in meta
+        turns += chat_turns
+    else:
+        turns += [("user", user), ("assistant", response)]
     success, reward = _outcome(rec, used)
     extras = _extras(rec, used)
+    extras.update(extras_pre)
+    fields = f"user={'+'.join(parts)}, response={rkey}"
+    ref = _first_key({k: v for k, v in extras.items() if k != rkey}, REFERENCE_KEYS)
+    if ref is not None:
+        extras["reference"] = extras.pop(ref)
+        fields += f", reference={ref}"
+        if ref != "reference":
+            extras_ann["reference_from"] = ref
     if extras_ann:
         extras["_curate"] = extras_ann
-    return [finish(turns, extras, success, reward, force_trace)]
+    return [finish(turns, extras, success, reward, force_trace, fields)]
+
+
+def _message_list(value: object) -> list | None:
+    """`value` when it is a list of chat turns (objects with a role), else None."""
+    if isinstance(value, list) and value and all(
+            isinstance(t, dict) and ("role" in t or "from" in t) for t in value):
+        return value
+    return None
+
+
+def _turns(turns_in: list, key: str, turn_extras: dict | None = None,
+           names: tuple[str, str] | None = None) -> Turns:
+    """(role, content) pairs of a list of turns: `names` = (role field, content field),
+    else `role`/`content` or `from`/`value`, whichever each turn has."""
+    turns: Turns = []
+    for i, t in enumerate(turns_in):
+        if not isinstance(t, dict):
+            raise RowError(f"wrong type: {key}[{i}] is {type(t).__name__}, expected an object")
+        role_key, content_key = names or (("role", "content") if "role" in t else
+                                          ("from", "value"))
+        raw_role = t.get(role_key)
+        role = ROLE_ALIASES.get(str(raw_role).lower()) if isinstance(raw_role, str) else None
+        if role is None:
+            raise RowError(f"unknown role: {key}[{i}].{role_key} is {_short(raw_role)}; expected "
+                           "one of system, user, assistant, tool (or human, gpt, function)")
+        turns.append((role, _content(t.get(content_key), f"{key}[{i}].{content_key}")))
+        if turn_extras is not None:
+            rest = {k: v for k, v in t.items() if k not in (role_key, content_key)}
+            if role != raw_role:
+                rest["_role"] = raw_role
+            if rest:
+                turn_extras[str(i)] = rest
+    return turns
 
 
 def _content(value: object, where: str) -> str:
@@ -197,28 +317,76 @@ def map_turns(rec: dict, key: str, role_key: str, content_key: str) -> list[Row]
     if not isinstance(turns_in, list) or not turns_in:
         raise RowError(f"wrong type: field {key!r} is {_short(turns_in)}, expected a non-empty "
                        "list of turns")
-    turns: Turns = []
     turn_extras: dict = {}
-    for i, t in enumerate(turns_in):
-        if not isinstance(t, dict):
-            raise RowError(f"wrong type: {key}[{i}] is {type(t).__name__}, expected an object")
-        raw_role = t.get(role_key)
-        role = ROLE_ALIASES.get(str(raw_role).lower()) if isinstance(raw_role, str) else None
-        if role is None:
-            raise RowError(f"unknown role: {key}[{i}].{role_key} is {_short(raw_role)}; expected one of "
-                           "system, user, assistant, tool (or human, gpt, function)")
-        turns.append((role, _content(t.get(content_key), f"{key}[{i}].{content_key}")))
-        rest = {k: v for k, v in t.items() if k not in (role_key, content_key)}
-        if role != raw_role:
-            rest["_role"] = raw_role
-        if rest:
-            turn_extras[str(i)] = rest
+    turns = _turns(turns_in, key, turn_extras, (role_key, content_key))
     used = {key}
     success, reward = _outcome(rec, used)
     extras = _extras(rec, used)
     if turn_extras:
         extras["_turns"] = turn_extras  # per-turn fields (name, tool_calls, original role)
-    return [finish(turns, extras, success, reward)]
+    return [finish(turns, extras, success, reward, fields=f"turns={key}")]
+
+
+def map_trajectory(rec: dict) -> list[Row]:
+    """An agent trajectory: `traj` (or trajectory, trace) holds ReAct text or a list of
+    turns; the task is the instruction/question field, else the transcript's opening
+    text (an Alpaca template, `Question: ...`); a non-empty `prompt` beside such a task
+    is the system turn (ReAct's instructions and few-shot examples); `reward`/`success`
+    is the outcome and `gt` (target, ...) the reference."""
+    tkey = _first_key(rec, TRACE_KEYS)
+    value = rec.get(tkey)
+    used = {tkey}
+    turns: Turns = []
+    pkey = _first_key(rec, USER_KEYS)
+    prompt = rec.get(pkey) if pkey else None
+    if pkey is not None:
+        used.add(pkey)
+    if isinstance(prompt, list) and not prompt:
+        prompt = None
+    chat = _message_list(prompt)
+    if chat is not None:
+        turns += _turns(chat, pkey)
+    elif prompt is not None and not isinstance(prompt, str):
+        raise RowError(f"wrong type: field {pkey!r} is {_short(prompt)}, expected text or turns")
+    if _message_list(value) is not None:
+        turns += _turns(value, tkey)
+    elif isinstance(value, str):
+        task, _ = split_task(preamble(value))
+        if isinstance(prompt, str) and prompt.strip():
+            # the prompt is the instructions when the transcript opens with the task
+            turns.append(("system" if task else "user", prompt))
+        turns.append(("assistant", value))
+    else:
+        raise RowError(f"wrong type: field {tkey!r} is {_short(value)}, expected ReAct text "
+                       "or a list of turns")
+    success, reward = _outcome(rec, used)
+    extras = _extras(rec, used)
+    fields = f"user={pkey or 'opening text'}, trace={tkey}"
+    ref = _first_key(extras, REFERENCE_KEYS)
+    if ref is not None:
+        extras["reference"] = extras.pop(ref)
+        fields += f", reference={ref}"
+        if ref != "reference":
+            extras.setdefault("_curate", {})["reference_from"] = ref
+    row = finish(turns, extras, success, reward, fields=fields)
+    row.kind = "trace"
+    return [row]
+
+
+def map_instances(rec: dict) -> list[Row]:
+    """Self-instruct / Super-NaturalInstructions tasks: one instruction with a list of
+    `instances` ({input, output}): one example per instance (instruction + input ->
+    output), the instance's index and other fields in meta.instances."""
+    lkey = _first_key(rec, ("instances",))
+    ukey = _first_key(rec, USER_KEYS + ("definition",))
+    if ukey is None:
+        raise RowError(f"missing field: an instruction beside {lkey!r}")
+    mapping = {"instruction": ukey, "input": f"{lkey}[].input", "response": f"{lkey}[].output"}
+    rows = []
+    for r in apply_mapping(rec, mapping):
+        rows += map_flat(r, ("instruction",), ("response",))
+        rows[-1].fields = f"user={ukey}+{lkey}[].input, response={lkey}[].output"
+    return rows
 
 
 def map_multi_response(rec: dict) -> list[Row]:
@@ -241,7 +409,7 @@ def map_multi_response(rec: dict) -> list[Row]:
         success, reward = _outcome(sol, used)
         extras = {**shared, "model": name, **_extras(sol, used)}
         rows.append(finish([("user", question), ("assistant", text)], extras, success, reward,
-                           force_trace=False))
+                           fields=f"user={ukey}, response=<model>.solution"))
         rows[-1].kind = "trace"
     return rows
 
@@ -255,7 +423,7 @@ class Format:
 
 
 def _has(*keys):
-    return lambda r: all(k in r for k in keys)
+    return lambda r: all(_first_key(r, (k,)) is not None for k in keys)
 
 
 def _is_multi(r: dict) -> bool:
@@ -263,19 +431,39 @@ def _is_multi(r: dict) -> bool:
         isinstance(v, dict) and "solution" in v for v in r.values())
 
 
+def _is_instances(r: dict) -> bool:
+    key = _first_key(r, ("instances",))
+    return key is not None and isinstance(r[key], list) and bool(r[key]) and all(
+        isinstance(i, dict) for i in r[key])
+
+
+def _is_input_output(r: dict) -> bool:
+    return _first_key(r, USER_KEYS) is None and _first_key(r, INPUT_KEYS) is not None and \
+        _first_key(r, RESPONSE_KEYS) is not None
+
+
 FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("messages", "chat {messages: [{role, content}]} (OpenAI style, tool turns too)",
            lambda r: map_turns(r, "messages", "role", "content"), _has("messages")),
     Format("sharegpt", "ShareGPT {conversations: [{from, value}]}",
            lambda r: map_turns(r, "conversations", "from", "value"), _has("conversations")),
+    Format("trajectory", "agent trajectories {traj: ReAct text or turns, prompt, reward, gt}; "
+           "the task from the prompt field or the transcript's opening (Alpaca template, "
+           "Question: ...)", map_trajectory, lambda r: _first_key(r, TRACE_KEYS) is not None),
+    Format("instances", "self-instruct / SuperNI {instruction, instances: [{input, output}]}: "
+           "one example per instance", map_instances, _is_instances),
     Format("multi_response", "one question, several labelled model solutions "
            "{question, <model>: {solution, is_correct}}", map_multi_response, _is_multi),
     Format("alpaca", "Alpaca {instruction, input, output}",
            lambda r: map_flat(r, ("instruction",)), _has("instruction")),
     Format("prompt_completion", "{prompt, completion}; end-of-text markers are stripped",
            lambda r: map_flat(r, ("prompt",)), _has("prompt")),
-    Format("qa", "question/answer {question, answer}",
-           lambda r: map_flat(r, ("question",)), _has("question", "answer")),
+    Format("qa", "question/answer {question, answer} (also query, problem / solution)",
+           lambda r: map_flat(r, ("question", "query", "problem")),
+           lambda r: _first_key(r, ("question", "query", "problem")) is not None and
+           _first_key(r, RESPONSE_KEYS) is not None),
+    Format("input_output", "{input, output}, {inputs, targets} (FLAN): input is the prompt",
+           lambda r: map_flat(r, ()), _is_input_output),
     Format("react", "Alpaca-shaped records whose outputs are ReAct traces (kind trace)",
            lambda r: map_flat(r, force_trace=True), lambda r: False),
 ]}
@@ -302,14 +490,116 @@ def detect(records: list[dict], path: str) -> Format:
 
 
 def rename(rec: dict, mapping: dict[str, str]) -> dict:
-    """Apply a --map (canonical name -> input column) to one record."""
+    """Apply a --map to one record for format detection: its first mapped record (the
+    record itself when the mapping does not fit it)."""
     if not mapping:
         return rec
-    out = {k: v for k, v in rec.items() if k not in mapping.values()}
-    for target, column in mapping.items():
-        if column in rec:
-            out[target] = rec[column]
+    try:
+        return apply_mapping(rec, mapping)[0]
+    except RowError:
+        return rec
+
+
+_EXPLODE = object()  # `[]` in a path: one record per list element
+_PATH_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d*)\]")
+
+
+def parse_path(text: str) -> list:
+    """`a.b[0].c` -> ['a', 'b', 0, 'c']; `instances[].output` -> ['instances', _EXPLODE,
+    'output']."""
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _PATH_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise InputError(f"--map path {text!r} cannot be read at {text[pos:]!r}",
+                             fix="write FIELD, FIELD.SUB, LIST[0].FIELD or LIST[].FIELD")
+        tokens.append(m.group(1) if m.group(1) is not None else
+                      (int(m.group(2)) if m.group(2) else _EXPLODE))
+        pos = m.end()
+    return tokens
+
+
+_MISSING = object()
+
+
+def _get(value: object, tokens: list) -> object:
+    for t in tokens:
+        if isinstance(t, str) and isinstance(value, dict) and t in value:
+            value = value[t]
+        elif isinstance(t, int) and isinstance(value, list) and -len(value) <= t < len(value):
+            value = value[t]
+        else:
+            return _MISSING
+    return value
+
+
+def _without(value: object, tokens: list) -> object:
+    """A copy of `value` without the field at `tokens` (an emptied object goes too)."""
+    if not tokens or not isinstance(value, dict) or not isinstance(tokens[0], str) \
+            or tokens[0] not in value:
+        return value
+    out = dict(value)
+    if len(tokens) == 1:
+        del out[tokens[0]]
+    else:
+        inner = _without(out[tokens[0]], tokens[1:])
+        if inner == {}:
+            del out[tokens[0]]
+        else:
+            out[tokens[0]] = inner
     return out
+
+
+def apply_mapping(rec: dict, mapping: dict[str, str]) -> list[dict]:
+    """Records with the fields a format expects, from a --map (name -> path in the
+    record). Paths may go into objects and lists (`task.text`, `answers[0]`); one list
+    may be exploded with `[]` (`response=instances[].output`): one record per element,
+    the element's index and unmapped fields kept under the list's name. Mapped fields
+    leave the record, so meta does not hold them twice."""
+    if not mapping:
+        return [rec]
+    paths = {t: parse_path(c) for t, c in mapping.items()}
+    lists = {tuple(p[: p.index(_EXPLODE)]) for p in paths.values() if _EXPLODE in p}
+    base: object = rec
+    values = {}
+    for target, path in paths.items():
+        if _EXPLODE not in path:
+            values[target] = _get(rec, path)
+            if values[target] is not _MISSING:
+                base = _without(base, path)
+    if not lists:
+        return [{**base, **{t: v for t, v in values.items() if v is not _MISSING}}]
+    prefix = list(next(iter(lists)))
+    items = _get(rec, prefix)
+    where = mapping[next(t for t, p in paths.items() if _EXPLODE in p)]
+    if items is _MISSING:
+        raise RowError(f"missing field: {where!r} (from --map) is not in the record")
+    if not isinstance(items, list) or not items:
+        raise RowError(f"wrong type: {where!r} (from --map) is {_short(items)}, expected a "
+                       "non-empty list")
+    base = _without(base, prefix)
+    name = next((t for t in reversed(prefix) if isinstance(t, str)), "items")
+    out = []
+    for i, item in enumerate(items):
+        r = {**base, **{t: v for t, v in values.items() if v is not _MISSING}}
+        rest = item
+        for target, path in paths.items():
+            if _EXPLODE in path:
+                sub = path[len(prefix) + 1:]
+                value = _get(item, sub) if sub else item
+                if value is not _MISSING:
+                    r[target] = value
+                    rest = _without(rest, sub) if sub else {}
+        r[name] = {"index": i, **rest} if isinstance(rest, dict) else {"index": i,
+                                                                          "value": rest}
+        out.append(r)
+    return out
+
+
+def is_plain(mapping: dict[str, str]) -> bool:
+    """True when every --map path is a top-level column (the vectorized path takes it)."""
+    return all(len(parse_path(c)) == 1 and isinstance(parse_path(c)[0], str)
+               for c in mapping.values())
 
 
 def rename_columns(table, mapping: dict[str, str]):
@@ -339,5 +629,11 @@ def parse_mapping(text: str | None) -> dict[str, str]:
         if target not in MAP_TARGETS:
             raise InputError(f"--map target {target!r} is unknown",
                              fix=f"use one of {', '.join(MAP_TARGETS)}")
+        parse_path(column)
         mapping[target] = column
+    lists = {c.split("[]")[0] for c in mapping.values() if "[]" in c}
+    if len(lists) > 1 or any(c.count("[]") > 1 for c in mapping.values()):
+        raise InputError(f"--map explodes more than one list ({', '.join(sorted(lists))})",
+                         fix="explode one list per record, e.g. "
+                         "--map input=instances[].input,response=instances[].output")
     return mapping

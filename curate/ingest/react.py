@@ -43,17 +43,57 @@ def parse_reward(text: str) -> tuple[bool, float] | None:
     return reward > 0, reward
 
 
-def split_react(text: str) -> list[tuple[str, str]]:
+# An Alpaca prompt template around the task, as agent fine-tuning data renders it.
+_ALPACA = re.compile(
+    r"\A\s*(?P<header>(?:Below is an instruction[^\n]*\n)?)\s*### Instruction:[ \t]*\n"
+    r"(?P<instruction>.*?)(?:\n\s*### Input:[ \t]*\n(?P<input>.*?))?"
+    r"\n\s*### Response:[ \t]*\n?\s*\Z", re.DOTALL)
+# A labelled task: `Question: ...` (ReAct prompts), `Task:`, `Claim:` (FEVER), `Q:`
+_LABEL = re.compile(r"\A\s*(?:Question|Task|Claim|Q)\s*:\s*", re.IGNORECASE)
+
+
+def preamble(text: str) -> str:
+    """The text before the first ReAct step line (all of it when there is none)."""
+    m = _STEP.search(text)
+    return text[: m.start()] if m else text
+
+
+def split_task(text: str) -> tuple[str | None, dict]:
+    """The task in the text before a ReAct transcript's first step, and what framed it.
+
+    `(task, notes)`: task is the instruction of an Alpaca template (plus its input) or
+    the text after a `Question:` / `Task:` / `Claim:` label, else None; notes say which
+    template or label was taken off (kept in meta, so no text is lost unseen).
+    """
+    notes: dict = {}
+    m = _ALPACA.match(text)
+    if m:
+        notes["template"] = "alpaca"
+        if m.group("header").strip():
+            notes["header"] = m.group("header").strip()
+        task = m.group("instruction").strip()
+        if m.group("input") and m.group("input").strip():
+            task = f"{task}\n\n{m.group('input').strip()}"
+        text = task
+    label = _LABEL.match(text)
+    if label:
+        notes["label"] = label.group(0).strip()
+        return text[label.end():].strip(), notes
+    return (text.strip() if m else None), notes
+
+
+def split_react(text: str, keep_preamble: bool = True) -> list[tuple[str, str]]:
     """Turns of one ReAct transcript: [(role, content), ...] with role assistant|tool.
 
-    Text before the first step line and lines without a step prefix stay with the turn
-    they follow, so no text is lost.
+    Lines without a step prefix stay with the turn they follow, and so does the text
+    before the first step line unless `keep_preamble` is false (the caller took it as
+    the task), so no text is lost.
     """
     turns: list[tuple[str, str]] = []
     starts = [(m.start(), m.group(1)) for m in _STEP.finditer(text)]
     if not starts:
         return [("assistant", text.strip())]
-    preamble = text[: starts[0][0]]
+    preamble = text[: starts[0][0]] if keep_preamble else ""
     role_of = {"Thought": "assistant", "Action": "assistant", "Observation": "tool"}
     for i, (pos, word) in enumerate(starts):
         end = starts[i + 1][0] if i + 1 < len(starts) else len(text)

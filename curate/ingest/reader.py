@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,15 @@ import pyarrow.compute as pc
 
 from curate.errors import InputError
 from curate.ingest.fast import Flat, map_flat, parse_jsonl
-from curate.ingest.formats import FORMATS, Format, detect, rename, rename_columns
-from curate.ingest.sources import (CONTAINERS, RowError, Source, jsonl_records, raw_text,
-                                   sniff_container, split_name)
+from curate.ingest.formats import (FORMATS, Format, apply_mapping, detect, is_plain, rename,
+                                   rename_columns)
+from curate.ingest.sources import (CONTAINERS, HEAD_BYTES, RowError, Source, jsonl_records,
+                                   layout_of, raw_text, sniff_container, split_name)
 from curate.schema import EXAMPLE_SCHEMA, MESSAGE, example_ids
+from curate.units import format_bytes
 
 DEFAULT_BATCH_ROWS = 16384
-DEFAULT_MAX_RECORD_BYTES = 4 << 20  # a 4 MB example is ~1M tokens: not SFT data
+DEFAULT_MAX_RECORD_BYTES = 4 << 20  # a 4 MiB example is ~1M tokens: not SFT data
 DETECT_ROWS = 32  # records sampled for format auto-detection
 # formats the vectorized JSONL path handles, with the field that holds the instruction
 FAST_FLAT = {"alpaca": "instruction", "prompt_completion": "prompt", "qa": "question"}
@@ -33,6 +36,7 @@ class Batch:
     examples: pa.Table
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (row, reason, raw)
     records: int = 0  # input records consumed (a multi-response record gives several examples)
+    fields: Counter = field(default_factory=Counter)  # "user=instruction, response=output": n
 
 
 class FileReader:
@@ -62,7 +66,8 @@ class FileReader:
             container = sniff_container(self.path, compression)
         self.container = container
         self.compression = compression
-        self._records = Source(self.path, container, compression, max_record_bytes)
+        self._records = Source(self.path, container, compression, max_record_bytes,
+                               is_record=self._is_record)
         self._format_arg = format
         self.format: Format | None = None
 
@@ -80,7 +85,7 @@ class FileReader:
                 self._resolve_format(list(itertools.islice(chunk.records(), DETECT_ROWS)))
                 if self.format is None:
                     return
-            user_key = FAST_FLAT.get(self.format.name)
+            user_key = FAST_FLAT.get(self.format.name) if is_plain(self.mapping) else None
             parsed = chunk.table() if user_key else None
             flat = None
             if parsed is not None:
@@ -96,10 +101,21 @@ class FileReader:
             batch = self._convert(list(chunk.records(flat.slow)))
             n = len(flat.keep)
             table = flat_table(flat, pa.array([self.source] * n, pa.string()), rows[flat.keep])
-            yield Batch(_merge(table, batch.examples), batch.rejects, records=n + batch.records)
+            batch.fields[flat.fields] += n
+            yield Batch(_merge(table, batch.examples), batch.rejects, records=n + batch.records,
+                        fields=batch.fields)
+
+    def _is_record(self, doc: dict) -> bool:
+        """Whether a JSON document that is one object is itself a record: its fields
+        match a format (else its values are the records)."""
+        doc = rename(doc, self.mapping)
+        return any(f.detect(doc) for f in FORMATS.values())
 
     def detect_from(self, data: bytes) -> None:
-        """Set `format` from the first lines of a JSON-lines file already in memory."""
+        """Set `format` from the first lines of a JSON-lines file already in memory
+        (left unset when the content is not JSON lines: the file is read alone)."""
+        if layout_of(data[:HEAD_BYTES], len(data) > HEAD_BYTES, "jsonl") != "lines":
+            return
         lines = data.split(b"\n", DETECT_ROWS // 2)[:DETECT_ROWS // 2]  # flat files fail fast
         self._resolve_format(list(jsonl_records(0, b"\n".join(lines), self.max_record_bytes)))
 
@@ -119,6 +135,7 @@ class FileReader:
         offsets, roles, contents = [0], [], []
         kinds, success, reward, metas, src_rows = [], [], [], [], []
         rejects: list[tuple[int, str, str]] = []
+        fields: Counter = Counter()
         dumps = orjson.dumps
         for row, rec, raw in chunk:
             try:
@@ -127,15 +144,20 @@ class FileReader:
                 if not isinstance(rec, dict):
                     raise RowError(f"wrong type: the record is {type(rec).__name__}, expected a JSON "
                                    "object")
-                produced = fmt.map(rename(rec, mapping) if mapping else rec)
+                produced = [ex for r in apply_mapping(rec, mapping) for ex in fmt.map(r)]
                 for ex in produced:
                     if sum(len(c) for _, c in ex.messages) > limit:
-                        raise RowError(f"too large: record text is over the {limit / 1e6:.1f} MB limit "
-                                       "(raise it with --max-record-mb if intended)")
+                        raise RowError(f"too large: record text is over the {format_bytes(limit)} "
+                                       "limit (raise it with --max-record-mb if intended)")
             except RowError as e:
                 rejects.append((row, str(e), raw_text(raw, rec)))
                 continue
+            except RecursionError:
+                rejects.append((row, "too deep: the record nests deeper than Python can follow",
+                                raw_text(raw, None)))
+                continue
             for ex in produced:
+                fields[ex.fields] += 1
                 for r, c in ex.messages:
                     roles.append(r)
                     contents.append(c)
@@ -166,7 +188,7 @@ class FileReader:
              messages, outcome,
              pa.array(metas, pa.string())],
             schema=EXAMPLE_SCHEMA)
-        return Batch(table, rejects, records=len(chunk))
+        return Batch(table, rejects, records=len(chunk), fields=fields)
 
 
 _SPLIT_NAMES = {"train", "test", "dev", "validation", "valid", "eval", "data", "val"}
@@ -230,7 +252,8 @@ def read_bundle(readers: list[FileReader], datas: list[bytes]) -> list[Batch] | 
         local = slow_lines[slow_file == i] - starts[i]
         slow = reader._convert(list(jsonl_records(0, datas[i], limit, local)))
         part = fast.slice(bounds[i], bounds[i + 1] - bounds[i])
-        out.append(Batch(_merge(part, slow.examples), slow.rejects,
+        slow.fields[flat.fields] += part.num_rows
+        out.append(Batch(_merge(part, slow.examples), slow.rejects, fields=slow.fields,
                          records=part.num_rows + slow.records))
     return out
 

@@ -91,11 +91,15 @@ class Source:
     """The records of one file; `bytes_read` tells how far through the file it is."""
 
     def __init__(self, path: Path, container: str, compression: str | None,
-                 max_record_bytes: int):
+                 max_record_bytes: int, is_record: Callable[[dict], bool] | None = None):
         self.path, self.container, self.compression = path, container, compression
         self.max_record_bytes = max_record_bytes
         self.size = os.stat(path).st_size
         self._raw: io.IOBase | None = None
+        # whether a JSON document that is one object is a record itself (else its values
+        # are: records keyed by id, or lists of records)
+        self.is_record = is_record or (lambda doc: False)
+        self.layout: str | None = None  # JSON files: array, lines or document
 
     @property
     def bytes_read(self) -> int:
@@ -127,10 +131,11 @@ class Source:
             row += chunk.count(b"\n")
 
     def chunks(self) -> Iterator[Chunk]:
-        if self.container == "jsonl":
-            return self._jsonl_chunks()
-        if self.container == "json":
-            return self._json_chunks()
+        if self.container in ("jsonl", "json"):
+            # the content decides, not the name: JSON lines named .json, a JSON array or
+            # a pretty-printed document named .jsonl, one object of records, ...
+            self.layout = json_layout(self.path, self.compression, self.container)
+            return self._jsonl_chunks() if self.layout == "lines" else self._json_chunks()
         if self.container == "csv":
             return _table_chunks(_csv_batches(self.path, self._open, self.compression))
         if self.container == "parquet":
@@ -157,8 +162,9 @@ class Source:
                             records(first, data, parsed, pos))
 
     def _json_chunks(self) -> Iterator[Chunk]:
-        """Small arrays parse in one orjson call; larger ones stream through ijson."""
-        items: Iterator[Record]
+        """A JSON array, or one JSON object (see `document_records`). Documents up to
+        WHOLE_JSON_BYTES parse in one orjson call; larger ones stream through ijson."""
+        items: Iterator[Record] | None = None
         if self.compression is None and self.size <= WHOLE_JSON_BYTES:
             with self._open() as f:
                 data = f.read()
@@ -166,16 +172,18 @@ class Source:
                 parsed = orjson.loads(data)
             except orjson.JSONDecodeError:
                 parsed = None  # the streaming parser finds where it breaks
-            if parsed is not None and not isinstance(parsed, list):
-                raise InputError("the file holds one JSON object, not an array of records",
+            if isinstance(parsed, list):
+                items = ((i, r, None) for i, r in enumerate(parsed))
+            elif isinstance(parsed, dict):
+                items = document_records(iter(parsed.items()), parsed, self.is_record)
+            elif parsed is not None:
+                raise InputError(f"the file holds one JSON {type(parsed).__name__}, not records",
                                  path=str(self.path),
                                  fix="write the records as a JSON array or as JSON lines")
-            if parsed is not None:
-                items = ((i, r, None) for i, r in enumerate(parsed))
-            else:
-                items = _json_array(self._open(), self.path, self.compression)
-        else:
-            items = _json_array(self._open(), self.path, self.compression)
+        if items is None:
+            items = _json_array(self._open(), self.path, self.compression) \
+                if self.layout == "array" else \
+                _json_object(self._open(), self.path, self.compression, self.is_record)
         while True:
             batch = []
             for rec in items:
@@ -192,6 +200,100 @@ class Source:
 
             yield Chunk(load, lambda parsed, pos, batch=batch: iter(batch) if pos is None
                         else (batch[int(p)] for p in pos))
+
+
+HEAD_BYTES = 1 << 20  # read to tell a JSON file's layout
+
+
+def json_layout(path: Path, compression: str | None, container: str) -> str:
+    """How a JSON file holds its records, from its first bytes: `array` (a JSON array),
+    `lines` (one JSON value per line) or `document` (one JSON object, possibly over many
+    lines). The name's extension only breaks ties."""
+    with open_bytes(path, compression) as f:
+        head = f.read(HEAD_BYTES)
+        more = bool(f.read(1))
+    return layout_of(head, more, container)
+
+
+def layout_of(head: bytes, more: bool, container: str) -> str:
+    """`json_layout` from the file's first bytes (`more`: the file goes on after them)."""
+    head = head.lstrip()
+    if head.startswith(b"\xef\xbb\xbf"):
+        head = head[3:].lstrip()
+    if head.startswith(b"["):
+        return "array"
+    if not head.startswith(b"{"):
+        return "lines" if container == "jsonl" else "array"
+    cut = head.find(b"\n")
+    if cut < 0:  # one line: the whole file, or a first line longer than the head
+        return "document" if container == "json" else "lines"
+    try:
+        first = orjson.loads(head[:cut])
+    except orjson.JSONDecodeError:
+        return "document"  # an object spread over lines: pretty-printed JSON
+    if head[cut:].strip() or more:
+        return "lines"  # a second value follows the first: JSON lines, whatever the name
+    return "document" if container == "json" else "lines"
+
+
+def document_records(pairs: Iterator[tuple[str, object]], whole: dict | None,
+                     is_record: Callable[[dict], bool]) -> Iterator[Record]:
+    """Records of a JSON document that is one object.
+
+    The object is one record when it looks like one (`is_record`); else each value is:
+    an object (records keyed by id, as trajectory dumps are: `{"<id>": {...}}`) or a
+    list of records (`{"data": [...]}`, `{"train": [...], "test": [...]}`), each record
+    given the key it was under as the field `_key` (kept in meta). A value that is
+    neither goes to quarantine, so nothing is dropped unseen.
+    """
+    if whole is not None and is_record(whole):
+        yield 0, whole, None
+        return
+    row = 0
+    for key, value in pairs:
+        if isinstance(value, dict):
+            yield row, {**value, "_key": key}, None
+            row += 1
+        elif isinstance(value, list) and value:
+            for item in value:
+                yield row, ({**item, "_key": key} if isinstance(item, dict) else item), None
+                row += 1
+        else:
+            yield row, RowError(
+                f"not a record: the top-level field {key!r} holds {_short_json(value)}, "
+                "not an object or a list of records"), orjson.dumps({key: value}, default=str)
+            row += 1
+
+
+def _short_json(value: object, n: int = 40) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _json_object(f: io.BufferedIOBase, path: Path, compression: str | None,
+                 is_record: Callable[[dict], bool]) -> Iterator[Record]:
+    """`document_records` of a large (or broken) one-object file, streamed pair by pair
+    with ijson: memory is bounded by the largest top-level value."""
+    import ijson
+
+    state = {"row": -1}
+
+    def pairs():
+        with f:
+            try:
+                yield from ijson.kvitems(f, "", use_float=True)
+            except (ijson.JSONError, UnicodeDecodeError) as e:
+                state["error"] = e
+
+    for rec in document_records(pairs(), None, is_record):
+        state["row"] = rec[0]
+        yield rec
+    if "error" in state:
+        row = state["row"]
+        yield row + 1, RowError(
+            f"malformed JSON: the object cannot be parsed after record {row} "
+            f"({state['error']}); the rest of the file is kept here as raw text"), \
+            _tail(path, compression)
 
 
 def records_table(records: list) -> pa.Table | None:
@@ -221,7 +323,8 @@ def _table_chunks(batches: Iterator[pa.RecordBatch]) -> Iterator[Chunk]:
 
 
 def sniff_container(path: Path, compression: str | None) -> str:
-    """JSON array or JSON lines, by the first non-space byte; for unknown extensions."""
+    """JSON or JSON lines, by the first non-space byte; for unknown extensions (the
+    layout inside is told apart later, see `json_layout`)."""
     with open_bytes(path, compression) as f:
         head = f.read(4096).lstrip()
     if head.startswith(b"\xef\xbb\xbf"):
@@ -240,8 +343,10 @@ def sniff_container(path: Path, compression: str | None) -> str:
 
 
 def _too_big(size: int, limit: int) -> RowError:
+    from curate.units import format_bytes
+
     return RowError(
-        f"too large: record is {size / 1e6:.1f} MB, over the {limit / 1e6:.1f} MB limit "
+        f"too large: record is {format_bytes(size)}, over the {format_bytes(limit)} limit "
         "(raise it with --max-record-mb if such records are intended)"
     )
 
