@@ -56,7 +56,12 @@ def ingest(
     force: Annotated[bool, typer.Option(
         help="Read files again even when already ingested with the same options.")] = False,
     max_record_mb: Annotated[float, typer.Option(
-        help="Records larger than this go to quarantine.")] = 4.0,
+        help="Records larger than this many MiB go to quarantine.")] = 4.0,
+    max_quarantine: Annotated[str, typer.Option(
+        help="Refuse a file when more than this share of its rows is quarantined (a file "
+        "with every row quarantined is always refused): its quarantined rows are kept, "
+        "nothing else of it is stored, and ingest exits with status 2 naming the top "
+        "reason and the --map / --format that would read it.")] = "50%",
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -79,7 +84,7 @@ def ingest(
         try:
             report = run_ingest(st, files, format=format, source=source, mapping=map,
                                 force=force, max_record_bytes=int(max_record_mb * (1 << 20)),
-                                progress=progress)
+                                max_quarantine=max_quarantine, progress=progress)
         except Interrupted as e:
             e.done = (f"nothing of {progress.current} was committed; "
                       f"{progress.finished} file(s) finished before it are kept; run the "
@@ -88,8 +93,11 @@ def ingest(
             raise
     if as_json:
         print(json.dumps(report.to_dict(), default=str))
-        return
-    _print_ingest(report, st)
+    else:
+        _print_ingest(report, st)
+    if report.refused:
+        raise CurateError("\n".join(
+            f"{f.path}: refused: {f.refused}\n  fix: {f.fix}" for f in report.refused))
 
 
 class _IngestProgress:
@@ -207,29 +215,105 @@ def _print_rows(rows: list[dict], title: str | None = None, limit: int | None = 
         console.print(f"... {len(rows) - limit} more rows (use --json or `curate sql` for all)")
 
 
+# ---------------------------------------------------------------- verify
+@app.command()
+def verify(
+    repair: Annotated[bool, typer.Option(
+        help="Roll back incomplete or damaged work (under the store lock): remove staging "
+        "leftovers, move damaged commits, score parts and selections aside into "
+        "<store>/.trash/, rebuild the catalog. Then rerun the same commands.")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check that the catalog and the files agree: every part readable, counts add up,
+    ids unique, scores and selections keyed to stored examples, no crash leftovers.
+    Exit 0 when clean, 1 when problems remain."""
+    from curate.verify import verify as run_verify
+
+    with _BytesProgress("verify", quiet=as_json) as progress:
+        report = run_verify(_store(store), repair=repair, progress=progress)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for line in report.repaired:
+            console.print(f"repaired: {line}", markup=False, highlight=False, soft_wrap=True)
+        if any("aside" in line for line in report.repaired):
+            console.print(f"moved-aside files are kept under {report.store}/.trash/ (delete "
+                          "them when no longer needed)", markup=False, highlight=False, soft_wrap=True)
+        for p in report.problems:
+            console.print(f"problem: {p.line()}", markup=False, highlight=False, soft_wrap=True)
+        for note in report.notes:
+            console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        state = "clean" if report.clean else f"{len(report.problems)} problem(s)"
+        hint = "" if report.clean or repair else "; run `curate verify --repair` to fix them"
+        console.print(f"{report.store}: {state} ({report.parts} parts, {report.rows:,} rows "
+                      f"read){hint}", markup=False, highlight=False, soft_wrap=True)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+class _BytesProgress:
+    """A rich bar over bytes read."""
+
+    def __init__(self, label: str, quiet: bool):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                                   TimeRemainingColumn, TransferSpeedColumn)
+
+        self.bar = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), TimeRemainingColumn(), console=err,
+                            transient=True, disable=quiet or not err.is_terminal)
+        self.task = self.bar.add_task(label, total=None)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total, completed=0)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+
 # ---------------------------------------------------------------- sql
+SQL_VIEWS_HELP = (
+    "examples, pairs (prompt, response, turns, success, reward), quarantine, duplicates, "
+    "ingest_runs, selections, selection_members, selection_dropped, selection_masks, runs, "
+    "evals, eval_examples, flow_runs, and scores_<scorer> for every scorer run on the store "
+    "(scores_heuristics, scores_embed, scores_lm, scores_steps, scores_influence, "
+    "scores_step_influence)")
+
+
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL over the views: examples, pairs, quarantine, "
-                                              "duplicates, ingest_runs, scores_<scorer>, "
-                                              "selections, selection_members, "
-                                              "selection_dropped.")],
+    query: Annotated[str, typer.Argument(help="A read-only query (SELECT, WITH, FROM, DESCRIBE, "
+                                              "SHOW, SUMMARIZE, EXPLAIN) over the views: "
+                                              + SQL_VIEWS_HELP + ".")],
     format: Annotated[str, typer.Option("--format", "-f",
                                         help="table, csv or json (one object per line).")] = "table",
     store: StoreOpt = None,
 ) -> None:
-    """Run a read-only SQL query over the store's catalog (DuckDB)."""
+    """Run a read-only SQL query over the store's catalog (DuckDB).
+
+    Queries only: statements that write, change settings, attach databases or load
+    extensions are refused, and no file outside the store can be read.
+    """
     import duckdb
+
+    from curate.safety import check_read_only
 
     if format not in ("table", "csv", "json"):
         raise CurateError(f"unknown --format {format!r}\n  fix: use table, csv or json")
     con = _store(store).connect()
     try:
         try:
+            check_read_only(query)
             rel = con.execute(query)
         except duckdb.Error as e:
-            raise CurateError(f"SQL error: {e}\n  fix: the views are examples, pairs, "
-                              "quarantine, duplicates, ingest_runs (see `curate stats`)") from e
+            raise CurateError(f"SQL error: {e}\n  fix: {_sql_hint(con, query, e)}") from e
         if not rel.description:
             return
         columns = [d[0] for d in rel.description]
@@ -251,6 +335,45 @@ def sql(
                 console.print("(first 1000 rows shown; use --format csv|json for all)")
     finally:
         con.close()
+
+
+def _sql_hint(con, query: str, error: Exception) -> str:
+    """The fix for a failed `curate sql` query, fitted to the error: the syntax, the
+    views this store has, the columns of the views the query names."""
+    import re
+
+    import duckdb
+
+    text = str(error)
+    if isinstance(error, duckdb.ParserException):
+        return "check the SQL syntax at the position marked above"
+    if isinstance(error, duckdb.PermissionException):
+        return ("curate sql reads the files of this store only, through its views; "
+                "ingest other files first (curate ingest FILE), then query them")
+    views = sorted(r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall() if not r[0].startswith("_"))
+    missing = re.search(r"Table with name (\S+) does not exist", text)
+    if missing:
+        name = missing.group(1)
+        scorer = name.removeprefix("scores_") if name.startswith("scores_") else None
+        if scorer:
+            from curate.scoring import SCORERS
+
+            if scorer in SCORERS:
+                return (f"no {scorer} scores in this store yet: run `curate score {scorer}` "
+                        f"first; the views here are {', '.join(views)}")
+        return f"the views of this store are {', '.join(views)}"
+    column = re.search(r'column "([^"]+)" not found|does not have a column named "([^"]+)"',
+                       text)
+    if column:
+        named = [v for v in views if re.search(rf"\b{re.escape(v)}\b", query)]
+        parts = []
+        for view in named:
+            cols = [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
+            parts.append(f"{view} has {', '.join(cols)}")
+        return "; ".join(parts) if parts else "see the candidate bindings above"
+    return "see the position marked above"
 
 
 # ---------------------------------------------------------------- export

@@ -19,6 +19,7 @@ never half-written, and a rerun redoes only the file that was not committed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -58,6 +59,9 @@ INGEST_RUN_SCHEMA = pa.schema([
     # of `quarantined`: rows already in quarantine from an earlier run of the same file
     # content (--force), not stored there again
     ("requarantined", pa.int64()),
+    # valid rows of a file refused for too many quarantined ones (--max-quarantine): not
+    # stored; such a run has `error` set, so a rerun reads the file again
+    ("refused_rows", pa.int64()),
     ("fields", pa.string()),  # JSON: which input fields became which part, examples each
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")),
@@ -109,14 +113,29 @@ class Store:
 
     def require(self) -> "Store":
         """Fail clearly when the path is not a store (for read-only commands)."""
+        self._check_directory()
         if not self.exists:
             raise StoreError(
                 f"{self.root} is not a curate store\n  fix: ingest something first "
-                f"(curate --store {self.root} ingest FILE), or point --store / CURATE_STORE "
+                f"(curate ingest FILE --store {self.root}), or point --store / CURATE_STORE "
                 "at an existing store")
         return self
 
+    def _check_directory(self) -> None:
+        """A store is a directory: a regular file there (or above it) is a clear error,
+        not a traceback from the first os call."""
+        for path in (self.root, *self.root.parents):
+            if path.exists():
+                if not path.is_dir():
+                    what = "is a file" if path == self.root else f"is inside the file {path}"
+                    raise StoreError(
+                        f"store path {self.root} {what}, not a directory\n  fix: point "
+                        "--store (or CURATE_STORE) at a directory: an existing store, or a "
+                        "new or empty one to create a store in")
+                return
+
     def _init(self) -> None:
+        self._check_directory()
         if self.root.exists() and any(self.root.iterdir()) and not self.exists:
             raise StoreError(
                 f"{self.root} exists and is not a curate store (no store.json)\n"
@@ -133,7 +152,8 @@ class Store:
         (default: CURATE_LOCK_WAIT or 30), then fails naming the holder."""
         self._init()
         with hold_lock(self.root / ".lock", wait,
-                       f"{self.root} is being written by another process"):
+                       f"{self.root} is being written by another process"), \
+                disk_full_is_an_error(self.root):
             tmp = self.root / ".tmp"
             shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a crashed writer
             tmp.mkdir()
@@ -141,6 +161,8 @@ class Store:
             try:
                 yield writer
             finally:
+                # what a failed or interrupted writer staged (a full disk gets it back)
+                shutil.rmtree(tmp, ignore_errors=True)
                 if writer.committed or not self.catalog_path.exists():
                     self.rebuild_catalog()
 
@@ -170,7 +192,9 @@ class Store:
         return pa.concat_tables(tables)
 
     def connect(self):
-        """A read-only DuckDB connection with every view (never blocks on a writer)."""
+        """A read-only DuckDB connection with every view (never blocks on a writer),
+        locked down (`lock_down`): it reads files of this store only, loads no extension
+        and changes no setting, so user SQL run on it cannot reach anything else."""
         import duckdb
 
         self.require()
@@ -180,13 +204,15 @@ class Store:
                 rows = con.execute("SELECT root, signature FROM _curate").fetchall()
                 row = rows[0] if rows else None
                 if row and tuple(row) == (str(self.root), _signature(self.root)):
+                    lock_down(con, self.root)
                     return con
             except duckdb.Error:
                 pass
             con.close()
-        # moved or not yet built: same views, in memory
+        # moved or not yet built: same views, in memory (writable, hence locked down too)
         con = duckdb.connect()
         _create_views(con, self.root)
+        lock_down(con, self.root)
         return con
 
     def rebuild_catalog(self) -> None:
@@ -195,18 +221,43 @@ class Store:
 
         # beside the catalog, not in .tmp: a scorer rebuilds it without the store lock
         tmp = self.root / f".catalog-{uuid.uuid4().hex[:8]}.duckdb"
-        con = duckdb.connect(str(tmp))
         try:
-            _create_views(con, self.root)
-            con.execute("CREATE TABLE _curate AS SELECT ? AS root, ? AS signature, "
-                        "? AS format, ? AS built_at",
-                        [str(self.root), _signature(self.root), STORE_FORMAT, _now_iso()])
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
+            with disk_full_is_an_error(self.root):
+                con = duckdb.connect(str(tmp))
+                try:
+                    _create_views(con, self.root)
+                    con.execute("CREATE TABLE _curate AS SELECT ? AS root, ? AS signature, "
+                                "? AS format, ? AS built_at",
+                                [str(self.root), _signature(self.root), STORE_FORMAT,
+                                 _now_iso()])
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+        except BaseException:  # the old catalog stays; no half-built one beside it
+            for leftover in (tmp, Path(str(tmp) + ".wal")):
+                leftover.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.catalog_path)
         with contextlib.suppress(FileNotFoundError):
             os.remove(str(tmp) + ".wal")
+
+
+def lock_down(con, root: Path) -> None:
+    """DuckDB's own sandbox on `con`: files are reachable only under `root` (COPY TO,
+    ATTACH, EXPORT and read_* elsewhere fail), no extension is installed or loaded, and
+    the configuration is locked (SET fails). What is left inside the store, statements
+    that write (COPY into the store, CREATE in an in-memory catalog), `curate sql`
+    refuses by statement type (curate.safety.check_read_only)."""
+    locked, = con.execute("SELECT current_setting('lock_configuration')").fetchone()
+    if locked:  # another connection to the same database instance did it already
+        return
+    dirs = sorted({str(root) + os.sep, str(root.resolve()) + os.sep})
+    for setting in ("autoinstall_known_extensions", "autoload_known_extensions",
+                    "allow_community_extensions"):
+        con.execute(f"SET {setting} = false")
+    con.execute("SET allowed_directories = ?", [dirs])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 @contextlib.contextmanager
@@ -238,6 +289,25 @@ def hold_lock(path: Path, wait: float | None, busy: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(root: Path) -> Iterator[None]:
+    """A full disk (ENOSPC, EDQUOT, from Python, Arrow or DuckDB) becomes a StoreError
+    that names the store and the fix, instead of a traceback."""
+    import duckdb
+
+    try:
+        yield
+    except (OSError, duckdb.Error) as e:  # DuckDB: IOException, FatalException
+        full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or \
+            "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
+        if not full:
+            raise
+        raise StoreError(
+            f"no space left on the device of store {root} ({e})\n  fix: free space there "
+            "(or move the store to a bigger disk and pass --store), then run the same "
+            "command again; nothing partial was committed") from e
 
 
 def _signature(root: Path) -> str:

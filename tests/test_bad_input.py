@@ -31,7 +31,7 @@ def test_bad_rows_quarantined_with_reasons(tmp_path, store):
     # invalid UTF-8 inside a string value
     data += b'{"instruction": "Bad bytes \xff\xfe here", "input": "", "output": "x"}\n'
     path.write_bytes(data)
-    report = ingest(store, [path])
+    report = ingest(store, [path], max_quarantine="100%")  # 6 of 8 bad: kept on purpose
     f = report.files[0]
     assert (f.stored, f.duplicates, f.quarantined) == (2, 0, 6)
     assert f.read == f.stored + f.duplicates + f.quarantined

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError
-from curate.ingest.formats import FORMATS, parse_mapping
+from curate.ingest.formats import FORMATS, parse_mapping, suggest_fix
 from curate.ingest.reader import (DEFAULT_MAX_RECORD_BYTES, FAST_FLAT, Batch, FileReader,
                                   read_bundle, source_name)
 from curate.ingest.sources import split_name
@@ -49,6 +49,9 @@ class FileReport:
     requarantined: int = 0  # of `quarantined`: already in quarantine from an earlier run
     skipped: str | None = None  # why the file was not read (already ingested)
     error: str | None = None  # why the file failed part way (nothing of it was kept)
+    refused: str | None = None  # why the file was refused (too much quarantined)
+    refused_rows: int = 0  # valid rows of a refused file, not stored
+    fix: str | None = None  # what would read a refused file right
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     # which input fields became which part, with the examples each way gave:
@@ -65,13 +68,19 @@ class IngestReport:
 
     @property
     def consistent(self) -> bool:
-        return all(f.read == f.stored + f.duplicates + f.quarantined for f in self.files)
+        return all(f.read == f.stored + f.duplicates + f.quarantined + f.refused_rows
+                   for f in self.files)
+
+    @property
+    def refused(self) -> list[FileReport]:
+        return [f for f in self.files if f.refused]
 
     def to_dict(self) -> dict:
-        keys = ("records", "read", "stored", "duplicates", "quarantined")
+        keys = ("records", "read", "stored", "duplicates", "quarantined", "refused_rows")
         return {"totals": {k: self.total(k) for k in keys} | {
                     "files": len(self.files),
-                    "skipped_files": sum(1 for f in self.files if f.skipped)},
+                    "skipped_files": sum(1 for f in self.files if f.skipped),
+                    "refused_files": len(self.refused)},
                 "files": [asdict(f) for f in self.files]}
 
 
@@ -127,17 +136,28 @@ def file_hash(path: Path, data: bytes | None = None) -> str:
     return h.hexdigest()
 
 
+DEFAULT_MAX_QUARANTINE = 0.5
+
+
 def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
            source: str | None = None, mapping: dict[str, str] | str | None = None,
            force: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+           max_quarantine: float | str = DEFAULT_MAX_QUARANTINE,
            progress: Progress | None = None) -> IngestReport:
-    """Ingest every file under `paths` into `store`; returns per-file counts."""
+    """Ingest every file under `paths` into `store`; returns per-file counts.
+
+    A file with more than `max_quarantine` of its rows quarantined (all of them, always)
+    is refused: its quarantined rows are kept for inspection, nothing else of it is
+    stored, and its report says why (`refused`) and what would fix it; the other files
+    are ingested as usual. `IngestReport.refused` lists such files.
+    """
     if isinstance(mapping, str):
         mapping = parse_mapping(mapping)
+    limit = parse_share(max_quarantine)
     files = expand_paths(paths)
     with store.writer() as writer:
         job = _Ingest(store, writer, format, source, mapping or {}, force, max_record_bytes,
-                      progress or Progress())
+                      progress or Progress(), limit)
         try:
             for path in files:
                 job.add(path)
@@ -160,20 +180,37 @@ GROUP_BYTES = 256 << 20
 FLUSH_BYTES = 64 << 20  # Arrow bytes buffered per table before a Parquet part is written
 # Small JSON-lines files of one flat format are read together (see reader.read_bundle).
 SMALL_FILE_BYTES = 1 << 20
+SUGGEST_ROWS = 64  # quarantined rows a refused file's fix is tried on
 BUNDLE_BYTES = 8 << 20
+
+
+def parse_share(value: float | str) -> float:
+    """`50%`, `50` or `0.5` -> 0.5 (the share of a file's rows --max-quarantine allows)."""
+    text = str(value).strip()
+    try:
+        share = float(text.rstrip("%"))
+    except ValueError:
+        share = -1.0
+    if text.endswith("%") or share > 1:
+        share /= 100
+    if not 0 <= share <= 1:
+        raise InputError(f"--max-quarantine {value!r} is not a share of rows",
+                         fix="give a percentage (50%) or a fraction (0.5) between 0 and 1")
+    return share
 
 
 class _Ingest:
     """One `ingest` call: skips, bundles, per-file accounting, commit groups."""
 
     def __init__(self, store, writer, format, source, mapping, force, max_record_bytes,
-                 progress):
+                 progress, max_quarantine=DEFAULT_MAX_QUARANTINE):
         from curate import __version__
 
         self.store, self.writer, self.format, self.source = store, writer, format, source
         self.mapping, self.force, self.limit, self.progress = mapping, force, max_record_bytes, \
             progress
         self.version = __version__
+        self.max_quarantine = max_quarantine
         self.invocation = new_run_id("ingest")
         self.report = IngestReport()
         runs = store.read_table("ingest_runs", ["options_key", "run_id", "error"]).to_pylist()
@@ -253,7 +290,8 @@ class _Ingest:
         fields: Counter = Counter()
         path_text = str(path)
         added: list[int] = []  # ids this file added to `seen`: forgotten if it fails
-        quarantined = self._quarantined(run["file_hash"]) if self.force else set()
+        quarantined = self._quarantined(run["file_hash"])
+        sample: list[tuple[int, str, str]] = []  # rejects, for the fix a refusal suggests
         group.begin_file()
         self.progress.start(path, reader.size)
         try:
@@ -282,6 +320,7 @@ class _Ingest:
                 rejects = batch.rejects
                 if rejects:
                     reasons.update(_reason_kind(w) for _, w, _ in rejects)
+                    sample += rejects[: max(0, SUGGEST_ROWS - len(sample))]
                     # a file read again (--force) does not quarantine the same rows twice
                     new = [r for r in rejects if r[0] not in quarantined]
                     fr.requarantined += len(rejects) - len(new)
@@ -306,27 +345,56 @@ class _Ingest:
             raise
         finally:
             fr.format = reader.format.name if reader.format else None
-            fr.read = fr.stored + fr.duplicates + fr.quarantined
+            fr.read = fr.stored + fr.duplicates + fr.quarantined + fr.refused_rows
             fr.reasons = dict(reasons)
             fr.fields = dict(fields.most_common())
             fr.seconds = round(time.time() - started, 3)
             self.report.files.append(fr)
+        fr.read = fr.stored + fr.duplicates + fr.quarantined
+        if fr.quarantined and (fr.quarantined == fr.read or
+                               fr.quarantined > self.max_quarantine * fr.read):
+            self._refuse(fr, group, added, reasons, sample, reader)
+            run["error"] = f"refused: {fr.refused}"
         group.end_file()
         run.update({
             "run_id": fr.run_id, "path": str(path.absolute()), "file_bytes": reader.size,
             "source": fr.source, "format": fr.format, "records": fr.records,
             "read": fr.read, "stored": fr.stored, "duplicates": fr.duplicates,
             "quarantined": fr.quarantined, "requarantined": fr.requarantined,
-            "fields": json.dumps(fr.fields),
+            "refused_rows": fr.refused_rows, "fields": json.dumps(fr.fields),
             "started_at": datetime.fromtimestamp(started, timezone.utc),
             "finished_at": datetime.now(timezone.utc), "seconds": fr.seconds})
         group.runs.append(run)
-        self.done[run["options_key"]] = fr.run_id
+        if not fr.refused:
+            self.done[run["options_key"]] = fr.run_id
         self.progress.finish(fr)
         group.bytes += reader.size
         if group.bytes >= GROUP_BYTES:
             group.commit()
             self.group = None
+
+    def _refuse(self, fr: FileReport, group: "_Group", added: list[int], reasons: Counter,
+                sample: list, reader: FileReader) -> None:
+        """Too much of the file was quarantined: most likely it was read in the wrong
+        shape. Keep its quarantined rows (to look at), store nothing else of it."""
+        group.drop_file(keep=("quarantine",))
+        self.seen.difference_update(added)
+        fr.refused_rows = fr.stored + fr.duplicates
+        fr.stored = fr.duplicates = 0
+        share = fr.quarantined / fr.read
+        top, n = reasons.most_common(1)[0]
+        example = next((why for _, why, _ in sample if _reason_kind(why) == top), top)
+        fix = suggest_fix(reader, [raw for _, _, raw in sample])
+        limit = "" if fr.quarantined == fr.read else \
+            f", over --max-quarantine {self.max_quarantine:.0%}"
+        fr.refused = (f"{fr.quarantined} of {fr.read} rows ({share:.0%}) quarantined{limit}; "
+                      f"top reason: {example} (x{n}); nothing of the file was stored, its "
+                      "quarantined rows are in the quarantine table")
+        fr.fix = (f"read it again with {fix}" if fix else
+                  "look at the rows (curate sql \"SELECT reason, raw FROM quarantine\"), then "
+                  "name the fields with --map NAME=FIELD (nested: --map "
+                  "response=instances[].output) or the shape with --format") + \
+            (" (or raise --max-quarantine)" if fr.quarantined < fr.read else "")
 
     def _quarantined(self, file_hash: str) -> set[int]:
         """Rows of this file content already in quarantine from an earlier run (a group
@@ -361,7 +429,7 @@ class _Group:
         self.pending: list = []
         self.marks: dict[str, int] | None = None  # buffer lengths when the current file began
         self.failed: Exception | None = None
-        self.file_parts: list[Path] = []
+        self.file_parts: list[tuple[str, Path]] = []
 
     def add(self, name: str, table: pa.Table) -> None:
         self.buffers.setdefault(name, []).append(table)
@@ -373,22 +441,24 @@ class _Group:
     # that a file failing part way can be taken out again (drop_file).
     def begin_file(self) -> None:
         self.marks = {name: len(tables) for name, tables in self.buffers.items()}
-        self.file_parts: list[Path] = []
+        self.file_parts: list[tuple[str, Path]] = []
 
     def end_file(self) -> None:
         self.marks, self.file_parts = None, []
 
-    def drop_file(self) -> None:
-        """Forget every row of the file being read: its parts and buffered tables."""
+    def drop_file(self, keep: tuple[str, ...] = ()) -> None:
+        """Forget the rows of the file being read (but those of the tables in `keep`):
+        their parts and buffered tables."""
         for f in self.pending:
             try:
                 f.result()
             except Exception as e:  # noqa: BLE001 - raised again by commit
                 self.failed = e
         self.pending = []
-        for part in self.file_parts:
-            part.unlink(missing_ok=True)
-        for name in list(self.buffers):
+        for name, part in self.file_parts:
+            if name not in keep:
+                part.unlink(missing_ok=True)
+        for name in [n for n in self.buffers if n not in keep]:
             kept = self.buffers[name][: (self.marks or {}).get(name, 0)]
             self.buffers[name] = kept
             self.buffered[name] = sum(t.nbytes for t in kept)
@@ -412,7 +482,7 @@ class _Group:
         path = self.folder / f"{name}-{self.parts:05d}.parquet"
         self.parts += 1
         if current:
-            self.file_parts.append(path)
+            self.file_parts.append((name, path))
         for done in [f for f in self.pending if f.done()]:
             done.result()
         # at most one part waits while another is written: memory stays bounded

@@ -45,6 +45,8 @@ def parse_jsonl(chunk: bytes, limit: int) -> tuple[pa.Table, np.ndarray] | None:
     # every non-blank line must open an object: anything else is for the careful path
     if not np.all(buf[starts[nonblank]] == ord("{")) or np.any(lengths > limit):
         return None
+    if _too_deep(buf):
+        return None  # Arrow's JSON reader recurses per level (a stack overflow at 10k)
     try:
         # threads pay off on big chunks only; a small file parses 5x faster without
         options = pajson.ReadOptions(block_size=len(chunk) + 1, use_threads=len(chunk) > 1 << 20)
@@ -56,6 +58,19 @@ def parse_jsonl(chunk: bytes, limit: int) -> tuple[pa.Table, np.ndarray] | None:
     if table.num_rows != len(lines):
         return None
     return table, lines
+
+
+MAX_DEPTH = 256  # nesting the vectorized path takes; deeper lines go to orjson (limit 1024)
+
+
+def _too_deep(buf: np.ndarray) -> bool:
+    """Whether brackets nest deeper than MAX_DEPTH anywhere in the chunk (brackets inside
+    strings count too: a false alarm only costs the per-row path)."""
+    opens = (buf == ord("[")) | (buf == ord("{"))
+    if int(opens.sum()) <= MAX_DEPTH:
+        return False
+    closes = (buf == ord("]")) | (buf == ord("}"))
+    return int(np.cumsum(opens.astype(np.int32) - closes).max()) > MAX_DEPTH
 
 
 @dataclass

@@ -637,3 +637,118 @@ def parse_mapping(text: str | None) -> dict[str, str]:
                          fix="explode one list per record, e.g. "
                          "--map input=instances[].input,response=instances[].output")
     return mapping
+
+
+def suggest_fix(reader, raws: list[str]) -> str | None:
+    """The `--format` or `--map` under which these quarantined records (raw JSON text)
+    would read best, tried on them; None when nothing simple reads them.
+
+    A candidate scores the share of the records' text that lands in the examples'
+    turns, so that a mapping which reads a record by ignoring most of it (taking the
+    instruction as the response, say) loses to one that reads all of it.
+    """
+    import orjson
+
+    records = []
+    for raw in raws:
+        try:
+            rec = orjson.loads(raw)
+        except (orjson.JSONDecodeError, TypeError):
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    if not records:
+        return None
+    auto = reader._format_arg not in FORMATS
+    texts = [[t for t in _leaf_texts(r) if t] for r in records]
+
+    def score(fmt: Format | None, mapping: dict[str, str]) -> float:
+        if fmt is None:
+            try:
+                fmt = detect([rename(r, mapping) for r in records], "")
+            except InputError:
+                return 0.0
+        total = 0.0
+        for rec, leaves in zip(records, texts):
+            try:
+                rows = [ex for r in apply_mapping(rec, mapping) for ex in fmt.map(r)]
+            except (RowError, RecursionError):
+                continue
+            if not all(any(r == "assistant" and _EOS.sub("", c).strip() for r, c in row.messages)
+                       and any(r == "user" and c.strip() for r, c in row.messages)
+                       for row in rows):
+                continue  # a prompt and a response (not only an end-of-text marker) each
+            said = "\n".join(c for row in rows for _, c in row.messages)
+            size = sum(len(t) for t in leaves) or 1
+            total += sum(len(t) for t in leaves if t in said) / size
+        return total / len(records)
+
+    def option(mapping: dict[str, str]) -> str:
+        return "--map " + ",".join(f"{k}={v}" for k, v in mapping.items())
+
+    tried: list[tuple[float, int, str]] = []  # (score, -options changed, option)
+    for fmt in FORMATS.values():
+        if fmt is not reader.format:
+            tried.append((score(fmt, reader.mapping), -1, f"--format {fmt.name}"))
+    paths = _candidate_paths(records)
+    mappings = [{target: path} for target in ("response", "instruction", "traj")
+                for path in paths]
+    listed = [p for p in paths if "[]." in p]
+    mappings += [{"input": a, "response": b} for a in listed for b in listed
+                 if a != b and a.split("[].")[0] == b.split("[].")[0]]
+    plain = [p for p in paths if "." not in p][:8]
+    mappings += [{"instruction": a, "response": b} for a in plain for b in plain if a != b]
+    for change in mappings:
+        mapping = {**reader.mapping, **change}
+        try:
+            parse_mapping(option(mapping)[len("--map "):])
+        except InputError:
+            continue
+        tried.append((score(None if auto else reader.format, mapping) + _name_prior(change),
+                      -len(change), option(mapping)))
+    best, _, text = max(tried, default=(0.0, 0, ""))
+    return text if best >= 0.5 else None
+
+
+_RESPONSE_HINTS = ("out", "resp", "answer", "complet", "target", "solution", "reply", "traj")
+_PROMPT_HINTS = ("in", "question", "prompt", "instruction", "query", "task", "ask")
+
+
+def _name_prior(change: dict[str, str]) -> float:
+    """A tie-break between mappings that read as much: fields named like their part."""
+    prior = 0.0
+    for target, path in change.items():
+        name = re.split(r"[.\[\]]+", path.strip("[]."))[-1].lower()
+        hints = _RESPONSE_HINTS if target in ("response", "traj") else _PROMPT_HINTS
+        prior += 0.01 * any(name.startswith(h) for h in hints)
+    return prior
+
+
+def _leaf_texts(value: object) -> list[str]:
+    """Every text inside a record, stripped."""
+    if isinstance(value, str):
+        return [value.strip()]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _leaf_texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _leaf_texts(v)]
+    return []
+
+
+def _candidate_paths(records: list[dict], limit: int = 24) -> list[str]:
+    """Fields that could hold a part of an example: text, turns, or text inside a list of
+    objects (`instances[].output`) or an object (`task.text`)."""
+    paths: dict[str, None] = {}
+    for rec in records[:8]:
+        for key, value in rec.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                continue
+            if isinstance(value, str) or _message_list(value) is not None:
+                paths[key] = None
+            elif isinstance(value, list) and value and isinstance(value[0], dict):
+                paths.update({f"{key}[].{k}": None for k, v in value[0].items()
+                              if isinstance(v, str) and k.isidentifier()})
+            elif isinstance(value, dict):
+                paths.update({f"{key}.{k}": None for k, v in value.items()
+                              if isinstance(v, str) and k.isidentifier()})
+    return list(paths)[:limit]

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from curate.errors import InputError
 from curate.ingest.fast import Flat, map_flat, parse_jsonl
 from curate.ingest.formats import (FORMATS, Format, apply_mapping, detect, is_plain, rename,
-                                   rename_columns)
+                                   rename_columns, suggest_fix)
 from curate.ingest.sources import (CONTAINERS, HEAD_BYTES, RowError, Source, jsonl_records,
                                    layout_of, raw_text, sniff_container, split_name)
 from curate.schema import EXAMPLE_SCHEMA, MESSAGE, example_ids
@@ -101,7 +101,8 @@ class FileReader:
             batch = self._convert(list(chunk.records(flat.slow)))
             n = len(flat.keep)
             table = flat_table(flat, pa.array([self.source] * n, pa.string()), rows[flat.keep])
-            batch.fields[flat.fields] += n
+            if n:
+                batch.fields[self._mapped_fields(flat.fields) if self.mapping else flat.fields] += n
             yield Batch(_merge(table, batch.examples), batch.rejects, records=n + batch.records,
                         fields=batch.fields)
 
@@ -128,7 +129,15 @@ class FileReader:
                 # an empty file reads nothing; an all-broken one goes to quarantine
                 self.format = FORMATS["alpaca"] if head else None
             else:
-                self.format = detect(sample, str(self.path))
+                try:
+                    self.format = detect(sample, str(self.path))
+                except InputError as e:
+                    fix = suggest_fix(self, [orjson.dumps(r, default=str) for _, r, _ in head
+                                             if isinstance(r, dict)])
+                    if fix is None:
+                        raise
+                    raise InputError(str(e).split("\n")[0].split(": ", 1)[1], path=str(self.path),
+                                     fix=f"read it with {fix}") from None
 
     def _convert(self, chunk: list[tuple[int, object, object]]) -> Batch:
         fmt, mapping, limit = self.format, self.mapping, self.max_record_bytes
@@ -188,7 +197,17 @@ class FileReader:
              messages, outcome,
              pa.array(metas, pa.string())],
             schema=EXAMPLE_SCHEMA)
+        if mapping:
+            fields = Counter({self._mapped_fields(k): v for k, v in fields.items()})
         return Batch(table, rejects, records=len(chunk), fields=fields)
+
+    def _mapped_fields(self, fields: str) -> str:
+        """`user=instruction, response=response` in the file's own names under --map."""
+        def name(field: str) -> str:
+            return self.mapping.get(field, field)
+
+        return ", ".join(f"{part}={'+'.join(name(f) for f in names.split('+'))}"
+                         for part, _, names in (p.partition("=") for p in fields.split(", ")))
 
 
 _SPLIT_NAMES = {"train", "test", "dev", "validation", "valid", "eval", "data", "val"}
@@ -252,7 +271,8 @@ def read_bundle(readers: list[FileReader], datas: list[bytes]) -> list[Batch] | 
         local = slow_lines[slow_file == i] - starts[i]
         slow = reader._convert(list(jsonl_records(0, datas[i], limit, local)))
         part = fast.slice(bounds[i], bounds[i + 1] - bounds[i])
-        slow.fields[flat.fields] += part.num_rows
+        if part.num_rows:
+            slow.fields[flat.fields] += part.num_rows
         out.append(Batch(_merge(part, slow.examples), slow.rejects, fields=slow.fields,
                          records=part.num_rows + slow.records))
     return out

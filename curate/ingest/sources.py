@@ -75,16 +75,84 @@ def split_name(path: Path) -> tuple[str | None, str | None]:
 
 def open_bytes(path: Path, compression: str | None, raw: io.IOBase | None = None
                ) -> io.BufferedIOBase:
-    """A binary stream of the decompressed file (over `raw` when given, for progress)."""
+    """A binary stream of the decompressed file (over `raw` when given, for progress).
+
+    A decompression failure (a truncated or damaged file) or a compression bomb raises
+    `InputError` naming the file, how far it got and the cause (see `_Decompressed`)."""
     raw = raw if raw is not None else open(path, "rb", buffering=1 << 20)
     if compression == "gzip":
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"), buffer_size=1 << 20)
-    if compression == "zstd":
+        inner = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif compression == "zstd":
         import zstandard
 
-        return io.BufferedReader(
-            zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), buffer_size=1 << 20)
-    return raw
+        inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    else:
+        return raw
+    return io.BufferedReader(_Decompressed(inner, raw, path, compression),
+                             buffer_size=1 << 20)
+
+
+# A compressed file that inflates more than BOMB_RATIO times, past BOMB_FLOOR bytes, is
+# refused: text corpora compress 3-20x; a ratio over 1000 is zeros or one repeated line.
+BOMB_RATIO = 1000
+BOMB_FLOOR = 256 << 20
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream whose failures are `InputError`s with the offset and the
+    cause, and which stops at a compression bomb."""
+
+    def __init__(self, inner, raw, path: Path, compression: str):
+        self._inner, self._raw, self._path, self._compression = inner, raw, path, compression
+        self.out = 0  # decompressed bytes given so far
+
+    def readable(self) -> bool:
+        return True
+
+    def _read_in(self) -> int:
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return 0
+
+    def readinto(self, b) -> int:
+        try:
+            n = self._inner.readinto(b)
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001 - EOFError, zlib.error, BadGzipFile, ZstdError
+            raise self._error(e) from e
+        self.out += n or 0
+        read_in = self._read_in()
+        if self.out > BOMB_FLOOR and self.out > BOMB_RATIO * max(read_in, 1):
+            from curate.units import format_bytes
+
+            raise InputError(
+                f"compression bomb: {format_bytes(read_in)} of {self._compression} data "
+                f"inflated to over {format_bytes(self.out)} (ratio over {BOMB_RATIO}:1); "
+                "reading stopped", path=str(self._path),
+                fix="this is not a text corpus (zeros or one repeated line); decompress it "
+                "yourself and check the content if it is intended")
+        return n
+
+    def _error(self, e: Exception) -> InputError:
+        from curate.units import format_bytes
+
+        tool = "gzip -t" if self._compression == "gzip" else "zstd -t"
+        cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        return InputError(
+            f"cannot decompress ({self._compression}) after {format_bytes(self._read_in())} "
+            f"of the compressed file ({format_bytes(self.out)} decompressed): {cause}",
+            path=str(self._path),
+            fix=f"the file is incomplete or damaged: download it again (check it with "
+            f"`{tool} {self._path}`)")
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+            self._raw.close()
+        finally:
+            super().close()
 
 
 class Source:
@@ -112,23 +180,45 @@ class Source:
         self._raw = open(self.path, "rb", buffering=1 << 20)
         return open_bytes(self.path, self.compression, self._raw)
 
-    def _byte_chunks(self, f: io.BufferedIOBase) -> Iterator[tuple[int, bytes]]:
-        """JSON lines: (row of the first line, bytes of whole lines)."""
+    def _byte_chunks(self, f: io.BufferedIOBase) -> Iterator[tuple[int, bytes | _Oversized]]:
+        """JSON lines: (row of the first line, bytes of whole lines), or (row,
+        `_Oversized`) for a line longer than the record limit: it is not kept whole (a
+        sample is), the rest of it is skipped up to the next newline, so memory stays
+        bounded by the limit plus a chunk whatever the line lengths."""
         row, rest = 0, b""
+        limit = self.max_record_bytes
+        big: _Oversized | None = None  # the oversized line being skipped
         while True:
             block = f.read(CHUNK_BYTES)
+            if big is not None:
+                nl = block.find(b"\n")
+                if block and nl < 0:
+                    big.size += len(block)
+                    continue
+                big.size += nl if block else 0
+                yield row, big
+                row, big = row + 1, None
+                block = block[nl + 1:]
+                if not block:
+                    if not rest and nl < 0:
+                        return
+                    continue
             if not block:
                 if rest:
                     yield row, rest
                 return
             block = rest + block if rest else block
             cut = block.rfind(b"\n")
-            if cut < 0:  # one line longer than a chunk: keep reading
+            if cut < 0:  # one line longer than a chunk: keep reading, up to the limit
                 rest = block
+                if len(rest) > limit:
+                    big, rest = _Oversized(len(rest), rest[:SAMPLE_BYTES]), b""
                 continue
             chunk, rest = block[: cut + 1], block[cut + 1:]
             yield row, chunk
             row += chunk.count(b"\n")
+            if len(rest) > limit:
+                big, rest = _Oversized(len(rest), rest[:SAMPLE_BYTES]), b""
 
     def chunks(self) -> Iterator[Chunk]:
         if self.container in ("jsonl", "json"):
@@ -157,6 +247,11 @@ class Source:
 
         with self._open() as f:
             for first, data in self._byte_chunks(f):
+                if isinstance(data, _Oversized):
+                    yield Chunk(lambda: None, lambda parsed, pos, rec=(
+                        first, _too_big(data.size, limit, sampled=True), data.sample):
+                        iter([rec]))
+                    continue
                 yield Chunk(lambda first=first, data=data: load(first, data),
                             lambda parsed, pos, first=first, data=data:
                             records(first, data, parsed, pos))
@@ -342,12 +437,23 @@ def sniff_container(path: Path, compression: str | None) -> str:
     )
 
 
-def _too_big(size: int, limit: int) -> RowError:
+SAMPLE_BYTES = 64 << 10  # of a line too large to keep: the start kept in quarantine
+
+
+class _Oversized:
+    """A JSON line over the record limit, skipped: its size and its first bytes."""
+
+    def __init__(self, size: int, sample: bytes):
+        self.size, self.sample = size, sample
+
+
+def _too_big(size: int, limit: int, sampled: bool = False) -> RowError:
     from curate.units import format_bytes
 
+    note = f"; raw holds its first {format_bytes(SAMPLE_BYTES)}" if sampled else ""
     return RowError(
         f"too large: record is {format_bytes(size)}, over the {format_bytes(limit)} limit "
-        "(raise it with --max-record-mb if such records are intended)"
+        f"(raise it with --max-record-mb if such records are intended){note}"
     )
 
 
@@ -423,15 +529,15 @@ def _csv_batches(path: Path, opener, compression: str | None) -> Iterator[pa.Rec
     if not names:
         raise InputError("the CSV file has no header row", path=str(path),
                          fix="add a header line naming the columns")
-    reader = pacsv.open_csv(
-        opener(),
-        read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=False),
-    )
     row = 0
     try:
+        reader = pacsv.open_csv(  # parses the first block already
+            opener(),
+            read_options=pacsv.ReadOptions(block_size=CHUNK_BYTES),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in names}, strings_can_be_null=False),
+        )
         for batch in reader:
             yield batch
             row += batch.num_rows
@@ -459,5 +565,12 @@ def raw_text(raw: object, record: object) -> str:
     try:
         return orjson.dumps(record, default=str).decode()
     except TypeError:
-        return repr(record)
+        try:
+            return repr(record)
+        except RecursionError:  # nested deeper than Python can follow: its outer levels
+            import reprlib
+
+            short = reprlib.Repr()
+            short.maxlevel, short.maxstring, short.maxother = 32, 1 << 16, 1 << 16
+            return short.repr(record)
 
