@@ -46,13 +46,17 @@ def ingest(
         help="Files, directories (every data file inside) or globs ('data/*.jsonl').")],
     format: Annotated[str, typer.Option(
         "--format", "-f", help="Record format, or auto to detect it from the first records: "
-        "auto, alpaca, messages, sharegpt, prompt_completion, qa, react, multi_response.")] = "auto",
+        "auto, messages, sharegpt, trajectory, instances, multi_response, alpaca, "
+        "prompt_completion, qa, input_output, react (see the README's table).")] = "auto",
     source: Annotated[str | None, typer.Option(
         help="Source name for these rows (default: the file name without extensions).")] = None,
     map: Annotated[str | None, typer.Option(
-        "--map", help="Column mapping NAME=COLUMN,... e.g. instruction=question,response=answer "
-        "(names: instruction, input, response, system, prompt, completion, question, answer, "
-        "messages, conversations, reward, success).")] = None,
+        "--map", help="Field mapping NAME=PATH,... for any file type (JSON, JSON lines, CSV, "
+        "Parquet), e.g. instruction=question,response=answer. PATH may go into objects and "
+        "lists (task.text, answers[0]) and explode one list into one example per element "
+        "(input=instances[].input,response=instances[].output). NAMEs: instruction, input, "
+        "response, system, prompt, completion, question, answer, output, messages, "
+        "conversations, traj, reward, success, reference.")] = None,
     force: Annotated[bool, typer.Option(
         help="Read files again even when already ingested with the same options.")] = False,
     max_record_mb: Annotated[float, typer.Option(
@@ -70,7 +74,24 @@ def ingest(
     Each file becomes canonical examples (id, source, source_row, kind, messages, outcome,
     meta); exact duplicates (by content hash) and broken rows are counted and kept aside
     in the `duplicates` and `quarantine` tables. Always: read = stored + duplicates +
-    quarantined.
+    quarantined (+ the valid rows of a refused file).
+
+    Which field becomes what (first match, any letter case; the per-file `fields` line
+    and the `ingest_runs.fields` column say what was taken): the instruction is
+    instruction, prompt, question, query or problem, with input or context appended (an
+    input alone is the prompt); the response is output, response, completion, solution,
+    answer, prediction, generation, outputs, targets, target or chosen; a reference
+    beside the response (target, reference, gt, gold, expected_answer) is kept as
+    meta.reference; a trace is traj, trajectory or trace. Every other field is kept in
+    meta. JSON files may be an array, JSON lines, or one object: of records keyed by id
+    (the key in meta._key) or of record lists.
+
+    Examples:\n
+      curate ingest data/ --store my-store\n
+      curate ingest seed_tasks.jsonl                 # instances: one example each\n
+      curate ingest trajs.json                       # {"<id>": {traj, reward, gt}}\n
+      curate ingest dump.json --map 'instruction=ask,traj=steps'\n
+      curate ingest tasks.json --map 'input=examples[].in,response=examples[].out'
     """
     from curate.errors import Interrupted
     from curate.ingest import expand_paths
@@ -168,6 +189,14 @@ def _print_ingest(report, st) -> None:
         console.print("quarantined: " + ", ".join(f"{k} x{v}" for k, v in
                                                   sorted(reasons.items(), key=lambda kv: -kv[1]))
                       + "  (see `curate sql \"SELECT * FROM quarantine\"`)", markup=False)
+    ways: dict[str, list[str]] = {}
+    for f in shown:
+        for way in f.fields:
+            ways.setdefault(way, []).append(Path(f.path).name)
+    for way, names in ways.items():
+        console.print(f"fields: {way}  ({', '.join(names[:3])}"
+                      f"{f' and {len(names) - 3} more' if len(names) > 3 else ''})",
+                      markup=False, highlight=False)
     skipped = [f for f in report.files if f.skipped]
     if skipped:
         console.print(f"{len(skipped)} file(s) skipped: already ingested with the same options "
@@ -525,7 +554,8 @@ def select(
         "expert-failures (omit with --recipe).", show_default=False)] = None,
     name: Annotated[str, typer.Option(help="Name to save the selection under.")] = "",
     budget: Annotated[str | None, typer.Option(
-        help="A count (1000), a fraction of the pool (5%) or tokens (2M tokens).")] = None,
+        help="A count (1000), a fraction of the pool (5%) or tokens (\"2M tokens\", quoted, "
+        "or 2Mtokens).")] = None,
     recipe: Annotated[Path | None, typer.Option(
         help="A YAML recipe of steps (see selectors/*.yaml) instead of METHOD.")] = None,
     where: Annotated[str | None, typer.Option(
@@ -577,7 +607,7 @@ def select(
 
     Examples:\n
       curate select random --budget 5% --name random-5pct\n
-      curate select topk --score ifd --budget 2M tokens --name hard\n
+      curate select topk --score ifd --budget "2M tokens" --name hard\n
       curate select kmeans --clusters 100 --budget 1000 --name diverse\n
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq
@@ -610,7 +640,12 @@ def select(
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise CurateError(f"--param {item!r} is not KEY=VALUE\n  fix: e.g. -p iters=30")
-            params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            try:
+                params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+            except yaml.YAMLError as e:
+                raise CurateError(f"--param {item!r}: the value is not a YAML scalar or list "
+                                  f"({str(e).splitlines()[0]})\n  fix: quote it, e.g. "
+                                  f"-p '{key}=\"{value}\"'") from None
     with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
             else _nullcontext() as status:
         def progress(step: str, rows: int) -> None:
@@ -808,7 +843,9 @@ def report(
     st = _store(store).require()
     with err.status("report", spinner="dots") if err.is_terminal else _nullcontext():
         path = build_report(st, out, max_points=max_points)
-    console.print(f"report: {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    from curate.units import format_bytes
+
+    console.print(f"report: {path} ({format_bytes(path.stat().st_size)})")
 
 
 # ---------------------------------------------------------------- flows: run / serve
@@ -865,7 +902,9 @@ def _flow_params(watch, config, store, score, select, budget, where, export_dir,
         if not config.is_file():
             raise CurateError(f"no config file {config}\n  fix: give a YAML file of "
                               "curate_flow parameters, e.g. flows/demo.yaml")
-        params = yaml.safe_load(config.read_text()) or {}
+        from curate.selectors.recipe import safe_yaml
+
+        params = safe_yaml(config.read_text(), config) or {}
         from flows import curate_flow
 
         known = set(curate_flow.parameters.properties)

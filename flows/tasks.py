@@ -179,7 +179,11 @@ def ingest_task(store: str, paths: list[str], format: str = "auto", source: str 
     get_run_logger().info(
         f"ingested {len(read)} file(s), skipped {totals['skipped_files']}: {totals['stored']} new "
         f"rows, {totals['duplicates']} duplicates, {totals['quarantined']} quarantined")
+    for f in report.refused:  # the other files go on; these wait for a --map or --format
+        get_run_logger().warning(f"{f.path}: refused: {f.refused}\n  fix: {f.fix}")
     return {"store_born": store_born(store),
+            "refused": [{"path": f.path, "reason": f.refused, "fix": f.fix}
+                        for f in report.refused],
             "files_ingested": len(read), "files_skipped": totals["skipped_files"],
             "rows_new": totals["stored"], "duplicates": totals["duplicates"],
             "quarantined": totals["quarantined"], "files": [f.path for f in read]}

@@ -364,3 +364,32 @@ def test_error_part_way_keeps_nothing_of_the_file(tmp_path, store):
     path.write_text(head)
     f = ingest(store, [ok, path]).files[1]
     assert (f.stored, f.duplicates) == (5000, 0)
+
+
+# ------------------------------------------------ chat shapes the issue does not name
+def test_other_chat_shapes(tmp_path, store):
+    """lmsys-chat-1m / WildChat (`conversation`), UltraChat (`data`: texts, user first),
+    ShareGPT files whose turns use role/content, HH-RLHF (`chosen` / `rejected`
+    Human:/Assistant: transcripts, no prompt field)."""
+    files = {
+        "lmsys.jsonl": [{"conversation_id": "c1", "model": "m", "conversation": [
+            {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}],
+            "turn": 1, "language": "English"}],
+        "ultrachat.jsonl": [{"id": "0", "data": ["What is rain?", "Water falling.",
+                                                 "And snow?", "Frozen water."]}],
+        "sharegpt_roles.jsonl": [{"id": "s", "conversations": [
+            {"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7"}]}],
+        "hh.jsonl": [{"chosen": "\n\nHuman: What is 2+2?\n\nAssistant: 4.",
+                      "rejected": "\n\nHuman: What is 2+2?\n\nAssistant: 5."}],
+    }
+    report = ingest(store, [write_jsonl(tmp_path / n, r) for n, r in files.items()])
+    assert [(f.format, f.stored, f.quarantined) for f in report.files] == [
+        ("messages", 1, 0), ("text_turns", 1, 0), ("sharegpt", 1, 0), ("preference", 1, 0)]
+    by_source = {r[0]: r[1] for r in rows(store, "SELECT source, messages FROM examples")}
+    assert [m["content"] for m in by_source["ultrachat"]] == files["ultrachat.jsonl"][0]["data"]
+    assert [(m["role"], m["content"]) for m in by_source["hh"]] == [
+        ("user", "What is 2+2?"), ("assistant", "4.")]
+    assert rows(store, "SELECT json_extract_string(meta, '$.rejected') FROM examples "
+                       "WHERE source = 'hh'") == [("\n\nHuman: What is 2+2?\n\nAssistant: 5.",)]
+    assert rows(store, "SELECT json_extract_string(meta, '$.conversation_id') FROM examples "
+                       "WHERE source = 'lmsys'") == [("c1",)]

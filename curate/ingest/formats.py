@@ -281,8 +281,8 @@ def _turns(turns_in: list, key: str, turn_extras: dict | None = None,
     for i, t in enumerate(turns_in):
         if not isinstance(t, dict):
             raise RowError(f"wrong type: {key}[{i}] is {type(t).__name__}, expected an object")
-        role_key, content_key = names or (("role", "content") if "role" in t else
-                                          ("from", "value"))
+        role_key, content_key = names if names and names[0] in t else (
+            ("role", "content") if "role" in t else ("from", "value"))
         raw_role = t.get(role_key)
         role = ROLE_ALIASES.get(str(raw_role).lower()) if isinstance(raw_role, str) else None
         if role is None:
@@ -311,20 +311,74 @@ def _content(value: object, where: str) -> str:
                    "expected text")
 
 
-def map_turns(rec: dict, key: str, role_key: str, content_key: str) -> list[Row]:
-    """Chat messages (`role`/`content`) and ShareGPT (`from`/`value`)."""
+def map_turns(rec: dict, keys: tuple[str, ...], role_key: str, content_key: str
+              ) -> list[Row]:
+    """Chat messages (`role`/`content`), ShareGPT (`from`/`value`; each turn may use
+    either), and turns given as plain texts (UltraChat's `data`: user and assistant in
+    turn)."""
+    key = _first_key(rec, keys)
     turns_in = rec.get(key)
     if not isinstance(turns_in, list) or not turns_in:
         raise RowError(f"wrong type: field {key!r} is {_short(turns_in)}, expected a non-empty "
                        "list of turns")
     turn_extras: dict = {}
-    turns = _turns(turns_in, key, turn_extras, (role_key, content_key))
+    if all(isinstance(t, str) for t in turns_in):
+        turns = [("user" if i % 2 == 0 else "assistant", t) for i, t in enumerate(turns_in)]
+    else:
+        turns = _turns(turns_in, key, turn_extras, (role_key, content_key))
     used = {key}
     success, reward = _outcome(rec, used)
     extras = _extras(rec, used)
     if turn_extras:
         extras["_turns"] = turn_extras  # per-turn fields (name, tool_calls, original role)
     return [finish(turns, extras, success, reward, fields=f"turns={key}")]
+
+
+# Hugging Face chat data names its turns so (lmsys-chat-1m and WildChat: conversation)
+MESSAGE_KEYS = ("messages", "conversation", "chat", "dialog", "dialogue")
+
+
+def _is_chat(r: dict) -> bool:
+    key = _first_key(r, MESSAGE_KEYS)
+    return key is not None and (key == "messages" or _message_list(r[key]) is not None)
+
+
+def _is_text_turns(r: dict) -> bool:
+    """UltraChat: {"id", "data": ["user text", "assistant text", ...]}."""
+    key = _first_key(r, ("data",))
+    return key is not None and isinstance(r[key], list) and len(r[key]) >= 2 and all(
+        isinstance(t, str) for t in r[key])
+
+
+_SPEAKER = re.compile(r"(?:^|\n\n)(Human|Assistant|User|H|A):[ \t]?", re.MULTILINE)
+
+
+def transcript_turns(text: str) -> Turns | None:
+    """`\\n\\nHuman: ...\\n\\nAssistant: ...` (Anthropic HH) as turns; None when the
+    text is not such a transcript."""
+    marks = list(_SPEAKER.finditer(text))
+    if len(marks) < 2 or text[: marks[0].start()].strip():
+        return None
+    roles = {"Human": "user", "User": "user", "H": "user", "Assistant": "assistant",
+             "A": "assistant"}
+    turns = [(roles[m.group(1)], text[m.end(): marks[i + 1].start() if i + 1 < len(marks)
+                                       else len(text)].strip())
+             for i, m in enumerate(marks)]
+    return turns if {"user", "assistant"} <= {r for r, _ in turns} else None
+
+
+def map_preference(rec: dict) -> list[Row]:
+    """Preference pairs without a prompt field: `chosen` / `rejected` transcripts (HH-RLHF).
+    The chosen conversation is the example; the rejected one stays in meta."""
+    key = _first_key(rec, ("chosen",))
+    value = rec.get(key)
+    turns = transcript_turns(value) if isinstance(value, str) else (
+        _turns(value, key) if _message_list(value) is not None else None)
+    if turns is None:
+        raise RowError(f"wrong type: field {key!r} is {_short(value)}, expected a Human:/Assistant: "
+                       "transcript or a list of turns")
+    success, reward = _outcome(rec, {key})
+    return [finish(turns, _extras(rec, {key}), success, reward, fields=f"turns={key}")]
 
 
 def map_trajectory(rec: dict) -> list[Row]:
@@ -369,6 +423,9 @@ def map_trajectory(rec: dict) -> list[Row]:
         if ref != "reference":
             extras.setdefault("_curate", {})["reference_from"] = ref
     row = finish(turns, extras, success, reward, fields=fields)
+    if "task_from" in row.extras.get("_curate", {}):
+        row.fields = row.fields.replace(f"user={pkey or 'opening text'}",
+                                        f"user={tkey} opening", 1)
     row.kind = "trace"
     return [row]
 
@@ -443,10 +500,17 @@ def _is_input_output(r: dict) -> bool:
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in [
-    Format("messages", "chat {messages: [{role, content}]} (OpenAI style, tool turns too)",
-           lambda r: map_turns(r, "messages", "role", "content"), _has("messages")),
+    Format("messages", "chat {messages: [{role, content}]} (OpenAI style, tool turns too; "
+           "also conversation, chat, dialog)",
+           lambda r: map_turns(r, MESSAGE_KEYS, "role", "content"), _is_chat),
     Format("sharegpt", "ShareGPT {conversations: [{from, value}]}",
-           lambda r: map_turns(r, "conversations", "from", "value"), _has("conversations")),
+           lambda r: map_turns(r, ("conversations",), "from", "value"), _has("conversations")),
+    Format("text_turns", "turns as plain texts, user first {data: [text, text, ...]} (UltraChat)",
+           lambda r: map_turns(r, ("data",), "role", "content"), _is_text_turns),
+    Format("preference", "preference pairs {chosen, rejected} as Human:/Assistant: "
+           "transcripts or turns, no prompt field (HH-RLHF): the chosen one",
+           map_preference, lambda r: _first_key(r, ("chosen",)) is not None and
+           _first_key(r, USER_KEYS + INPUT_KEYS) is None),
     Format("trajectory", "agent trajectories {traj: ReAct text or turns, prompt, reward, gt}; "
            "the task from the prompt field or the transcript's opening (Alpaca template, "
            "Question: ...)", map_trajectory, lambda r: _first_key(r, TRACE_KEYS) is not None),

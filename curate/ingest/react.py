@@ -48,8 +48,9 @@ _ALPACA = re.compile(
     r"\A\s*(?P<header>(?:Below is an instruction[^\n]*\n)?)\s*### Instruction:[ \t]*\n"
     r"(?P<instruction>.*?)(?:\n\s*### Input:[ \t]*\n(?P<input>.*?))?"
     r"\n\s*### Response:[ \t]*\n?\s*\Z", re.DOTALL)
-# A labelled task: `Question: ...` (ReAct prompts), `Task:`, `Claim:` (FEVER), `Q:`
-_LABEL = re.compile(r"\A\s*(?:Question|Task|Claim|Q)\s*:\s*", re.IGNORECASE)
+# A labelled task at a line start: `Question: ...` (ReAct prompts), `Task:`, `Claim:`
+# (FEVER), `Q:`; text before it is a header
+_LABEL = re.compile(r"^[ \t]*(?:Question|Task|Claim|Q)[ \t]*:[ \t]*", re.IGNORECASE | re.MULTILINE)
 
 
 def preamble(text: str) -> str:
@@ -75,9 +76,12 @@ def split_task(text: str) -> tuple[str | None, dict]:
         if m.group("input") and m.group("input").strip():
             task = f"{task}\n\n{m.group('input').strip()}"
         text = task
-    label = _LABEL.match(text)
+    label = _LABEL.search(text)
     if label:
         notes["label"] = label.group(0).strip()
+        if text[: label.start()].strip():
+            notes["header"] = (notes.get("header", "") + "\n" + text[: label.start()].strip()
+                               ).strip()
         return text[label.end():].strip(), notes
     return (text.strip() if m else None), notes
 

@@ -85,6 +85,7 @@ def open_bytes(path: Path, compression: str | None, raw: io.IOBase | None = None
     elif compression == "zstd":
         import zstandard
 
+        # note: zstandard's stream_reader ends quietly at a truncated last frame
         inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     else:
         return raw
@@ -95,7 +96,7 @@ def open_bytes(path: Path, compression: str | None, raw: io.IOBase | None = None
 # A compressed file that inflates more than BOMB_RATIO times, past BOMB_FLOOR bytes, is
 # refused: text corpora compress 3-20x; a ratio over 1000 is zeros or one repeated line.
 BOMB_RATIO = 1000
-BOMB_FLOOR = 256 << 20
+BOMB_FLOOR = 16 << 20
 
 
 class _Decompressed(io.RawIOBase):
