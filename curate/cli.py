@@ -1043,7 +1043,13 @@ def main() -> None:
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
     try:
-        app()
+        try:
+            app()
+        except Exception as e:
+            # Ctrl-C inside a DuckDB query comes out as DuckDB's own error
+            if type(e).__name__ == "InterruptException" or str(e).startswith("Query interrupted"):
+                raise Interrupted(signal.SIGINT) from e
+            raise
     except CurateError as e:
         err.print(f"[bold red]error:[/] {_escape(str(e))}", highlight=False)
         sys.exit(2)

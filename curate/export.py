@@ -47,6 +47,10 @@ def selection_names(store: Store) -> list[str]:
 
 def export_query(store: Store, selection: str | None = None, where: str | None = None) -> str:
     """The SQL that picks the exported rows, in order (selection rank, else as stored)."""
+    if where:
+        from curate.safety import check_expression
+
+        check_expression(where, "the --where filter")
     if selection is not None:
         names = selection_names(store)
         if selection not in names:

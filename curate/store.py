@@ -248,7 +248,7 @@ def lock_down(con, root: Path) -> None:
     the configuration is locked (SET fails). What is left inside the store, statements
     that write (COPY into the store, CREATE in an in-memory catalog), `curate sql`
     refuses by statement type (curate.safety.check_read_only)."""
-    locked, = con.execute("SELECT current_setting('lock_configuration')").fetchone()
+    (locked,), = con.execute("SELECT current_setting('lock_configuration')").fetchall()
     if locked:  # another connection to the same database instance did it already
         return
     dirs = sorted({str(root) + os.sep, str(root.resolve()) + os.sep})

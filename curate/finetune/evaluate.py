@@ -235,7 +235,9 @@ def _load(store: Store, run: str, model: str, device: str | None):
 
 
 def _run_config(store: Store, run: str) -> dict:
-    path = store.root / "runs" / run / "config.json"
+    from curate.safety import check_name
+
+    path = store.root / "runs" / check_name(run, "run id", "my-run", 150) / "config.json"
     if not (store.root / "runs" / run / "run.parquet").is_file():
         have = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet")) \
             if (store.root / "runs").is_dir() else []

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import time
 import uuid
@@ -52,7 +51,6 @@ from curate.schema import RUN_SCHEMA  # one row per finished run: the `runs` vie
 from curate.store import fsync, hold_lock, write_atomic
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,149}$")
 # fields that do not change what is trained: left out of the run's identity
 _RUNTIME_FIELDS = ("device", "checkpoint_every")
 
@@ -128,9 +126,14 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
     """
     from curate.models import resolve
 
+    from curate.safety import check_name
+
     config = config.resolved()
     _check(config)
     store.require()
+    check_name(selection, "selection name")
+    if run_id is not None:
+        check_name(run_id, "run id", "my-run", max_length=150)
     ids, messages, manifest, saved_tokens, saved_turns = _selection(store, selection)
     path = resolve(config.model, "causal-lm")
     members = hashlib.sha1("\n".join(ids).encode()).hexdigest()
@@ -145,9 +148,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
         identity.pop("keep_checkpoints")
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     run_id = run_id or f"{selection}-{config.method}-s{config.seed}-{key[:8]}"
-    if not _RUN_ID.match(run_id):
-        raise CurateError(f"run id {run_id!r} is not usable as a folder name\n  fix: use "
-                          "letters, digits, '.', '_' and '-'")
+    check_name(run_id, "run id", "my-run", max_length=150)
     run_dir = store.root / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_lock(run_dir / ".lock", None, f"run {run_id} is being trained by another process"):
@@ -173,7 +174,9 @@ def load_run_model(store, run_id: str, device: str | None = None):
     from curate.models import device as pick_device
     from curate.models import resolve
 
-    run_dir = store.require().root / "runs" / run_id
+    from curate.safety import check_name
+
+    run_dir = store.require().root / "runs" / check_name(run_id, "run id", "my-run", 150)
     if not (run_dir / "run.parquet").is_file():
         done = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet"))
         raise CurateError(f"no finished run {run_id!r} in {store.root}\n  fix: use one of: "

@@ -85,12 +85,62 @@ def open_bytes(path: Path, compression: str | None, raw: io.IOBase | None = None
     elif compression == "zstd":
         import zstandard
 
-        # note: zstandard's stream_reader ends quietly at a truncated last frame
-        inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        inner = _ZstdFrames(raw)  # stream_reader would end quietly at a truncated frame
     else:
         return raw
     return io.BufferedReader(_Decompressed(inner, raw, path, compression),
                              buffer_size=1 << 20)
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Zstandard frames one after another, decompressed from small slices of input (so
+    that no call inflates more than ~32 MiB, even for a bomb), and an `EOFError` when
+    the input ends inside a frame: a truncated file is never read as a shorter one."""
+
+    FEED = 1 << 10
+
+    def __init__(self, raw):
+        import zstandard
+
+        self._raw = raw
+        self._zstd = zstandard.ZstdDecompressor()
+        self._obj = self._zstd.decompressobj()
+        self._pending = memoryview(b"")
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not len(self._pending):
+            chunk = self._raw.read(self.FEED)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("the zstd stream ends inside a frame: the file is truncated")
+                return 0
+            self._pending = memoryview(self._feed(chunk))
+        n = min(len(b), len(self._pending))
+        b[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._in_frame = True
+            out.append(self._obj.decompress(data))
+            if not self._obj.eof:
+                break
+            data = self._obj.unused_data  # the next frame starts here
+            self._obj = self._zstd.decompressobj()
+            self._in_frame = False
+        return b"".join(out)
+
+    def close(self) -> None:
+        try:
+            self._raw.close()
+        finally:
+            super().close()
 
 
 # A compressed file that inflates more than BOMB_RATIO times, past BOMB_FLOOR bytes, is
@@ -267,11 +317,12 @@ class Source:
             try:
                 parsed = orjson.loads(data)
             except orjson.JSONDecodeError:
-                parsed = None  # the streaming parser finds where it breaks
+                parsed = _lenient_json(data)  # else the streaming parser finds the break
             if isinstance(parsed, list):
-                items = ((i, r, None) for i, r in enumerate(parsed))
+                items = (_checked(i, r) for i, r in enumerate(parsed))
             elif isinstance(parsed, dict):
-                items = document_records(iter(parsed.items()), parsed, self.is_record)
+                items = (_checked(row, rec) if raw is None else (row, rec, raw) for row, rec, raw
+                         in document_records(iter(parsed.items()), parsed, self.is_record))
             elif parsed is not None:
                 raise InputError(f"the file holds one JSON {type(parsed).__name__}, not records",
                                  path=str(self.path),
@@ -296,6 +347,32 @@ class Source:
 
             yield Chunk(load, lambda parsed, pos, batch=batch: iter(batch) if pos is None
                         else (batch[int(p)] for p in pos))
+
+
+def _lenient_json(data: bytes) -> object | None:
+    """A document orjson refuses only for a lone surrogate escape (`"\\ud800"`), parsed
+    by Python's json so that the records holding one can be quarantined one by one
+    (ijson would turn it into `?` unseen); None for any other break."""
+    import json
+    import re
+
+    if not re.search(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}", data):
+        return None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _checked(row: int, record: object) -> Record:
+    """A parsed record, or a RowError when its text is not valid Unicode."""
+    try:
+        orjson.dumps(record)
+    except (orjson.JSONEncodeError, TypeError) as e:
+        if "surrogate" in str(e):
+            return row, RowError("invalid UTF-8: a lone surrogate (\\ud800-\\udfff) in the "
+                                 "record's text"), repr(record).encode("utf-8", "backslashreplace")
+    return row, record, None
 
 
 HEAD_BYTES = 1 << 20  # read to tell a JSON file's layout

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.store import EXAMPLES_AND_PAIRS, Store, fsync, hold_lock, write_atomic
+from curate.store import (EXAMPLES_AND_PAIRS, Store, disk_full_is_an_error, fsync, hold_lock,
+                          write_atomic)
 
 TEXTS = {
     # DuckDB expressions over `messages`: which text a scorer reads
@@ -76,6 +77,11 @@ class Scorer:
     def finish(self, folder: Path) -> None:
         """Called after a run with new results (e.g. to rebuild an index)."""
 
+    def finished(self, folder: Path) -> bool:
+        """Whether `finish` is up to date with the parts (False: a run was killed between
+        its last part and `finish`, so the next run finishes even with nothing to score)."""
+        return True
+
 
 @dataclass
 class ScoreReport:
@@ -109,7 +115,8 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
     # a lock per configuration, not the store's: ingest and other scorers run meanwhile;
     # rows ingested after the start are scored by the next run
     with hold_lock(folder / ".lock", None, f"{scorer.name} ({scorer.key}) is being scored "
-                                          "by another process"):
+                                          "by another process"), \
+            disk_full_is_an_error(store.root):
         config_path = folder / "config.json"
         if not config_path.is_file():
             write_atomic(config_path, json.dumps(
@@ -121,7 +128,10 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
             pending, total, cached = _pending(con, scorer, folder, where)
             progress.start(total)
             scored = skipped = 0
-            seq = len(list(folder.glob("part-*.parquet")))
+            # after the highest part, not the count: a part moved aside (curate verify
+            # --repair) must not make a new part overwrite a committed one
+            seq = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")
+                           if p.stem.split("-")[1].isdigit()), default=-1)
             for shard in _shards(pending, shard_rows):
                 result = scorer.score(shard)
                 if result.num_rows != shard.num_rows:
@@ -134,7 +144,7 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
                 scored += shard.num_rows
                 skipped += shard.num_rows - result["reason"].null_count
                 progress.advance(shard.num_rows)
-            if scored:
+            if scored or not scorer.finished(folder):
                 scorer.finish(folder)
         finally:
             con.close()
@@ -177,7 +187,9 @@ def _pending(con, scorer: Scorer, folder: Path, where: str | None
     else:
         filters, cached = [], 0
     if where:
-        filters.append(f"({where})")
+        from curate.safety import check_expression
+
+        filters.append(f"({check_expression(where, 'the --where filter')})")
     clause = f"WHERE {' AND '.join(filters)}" if filters else ""
     out_col = "messages" if scorer.needs == "messages" else "text"
     extra = ", outcome" if scorer.needs == "messages" else ""
@@ -197,6 +209,10 @@ def _pending(con, scorer: Scorer, folder: Path, where: str | None
 def _write_part(table: pa.Table, path: Path) -> None:
     """A shard appears whole or not at all: temp file, fsync, rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp, compression="zstd")
-    fsync(tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -61,6 +61,13 @@ class EmbedScorer(Scorer):
     def finish(self, folder: Path) -> None:
         build_index(folder)
 
+    def finished(self, folder: Path) -> bool:
+        """The index covers every stored vector (rows without a reason have one)."""
+        ids = folder / "index_ids.parquet"
+        vectors = sum(pq.ParquetFile(p).read(columns=["reason"])["reason"].null_count
+                      for p in folder.glob("part-*.parquet"))
+        return vectors == (pq.ParquetFile(ids).metadata.num_rows if ids.is_file() else 0)
+
 
 def load_vectors(folder: Path, only: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """Ids and vectors of every scored (non-empty) example of one embed configuration,

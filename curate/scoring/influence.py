@@ -402,7 +402,9 @@ class Snapshot:
 def run_snapshots(store: Store, run_id: str, count: int) -> list[Path]:
     """Up to `count` evenly spaced kept snapshots of a finished LoRA run (all when it
     kept fewer), oldest first."""
-    run_dir = store.root / "runs" / run_id
+    from curate.safety import check_name
+
+    run_dir = store.root / "runs" / check_name(run_id, "run id", "my-run", 150)
     if not (run_dir / "run.parquet").is_file():
         runs = store.root / "runs"
         done = sorted(p.parent.name for p in runs.glob("*/run.parquet")) if runs.is_dir() else []

@@ -35,7 +35,7 @@ from curate.errors import CurateError
 # ----------------------------------------------------------------------------- budgets
 
 _UNITS = {"": 1, "k": 1_000, "m": 1_000_000, "b": 1_000_000_000}
-_TOKENS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmb]?)\s*tok(en)?s?\s*$", re.I)
+_TOKENS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmb]?)[\s_-]*tok(en)?s?\s*$", re.I)  # 2M-tokens
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmb]?)\s*$", re.I)
 _PERCENT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*%\s*$")
 
@@ -49,7 +49,7 @@ class Budget:
 
     @classmethod
     def parse(cls, text: "str | int | float | Budget") -> "Budget":
-        """'1000', '10k', '5%', '0.05', '2M tokens', '500k tokens'."""
+        """'1000', '10k', '5%', '0.05', '2M tokens', '2Mtokens', '2M-tokens', '500k tokens'."""
         if isinstance(text, Budget):
             return text
         if isinstance(text, bool):
@@ -60,7 +60,7 @@ class Budget:
             text = f"{text * 100}%" if 0 < text < 1 else str(int(text))
         s = str(text)
         fix = ("\n  fix: give a count (1000, 10k), a fraction of the pool (5%, 0.05) or "
-               "tokens (2M tokens)")
+               "tokens (\"2M tokens\", quoted on a command line)")
         if m := _PERCENT.match(s):
             frac = float(m.group(1)) / 100
             if not 0 < frac <= 1:
@@ -166,6 +166,10 @@ class Pool:
         self._con = store.connect()
         self._columns = self._score_columns()
         self._cache: dict[str, np.ndarray] = {}  # columns over the root pool's rows
+        if where:
+            from curate.safety import check_expression
+
+            check_expression(where, "the --where filter")
         sql = f"SELECT id FROM ({self.relation()})" + (f" WHERE ({where})" if where else "")
         ids = self._query(sql + " ORDER BY id", "the --where filter")["id"]
         self._root_ids = np.asarray(ids.to_pylist(), dtype=object)
@@ -245,6 +249,10 @@ class Pool:
     def _column(self, key: str, sql: str, what: str, numeric: bool = True) -> np.ndarray:
         """Column `v` of `sql` (rows: id, v) over the root pool's ids, cached."""
         if key not in self._cache:
+            if key.startswith(("expr:", "str:")):  # a user's expression: one, no `; ...`
+                from curate.safety import check_expression
+
+                check_expression(key.partition(":")[2], what)
             t = self._query(sql, what)
             index = dict(zip(t["id"].to_pylist(), range(t.num_rows)))
             rows = np.fromiter((index.get(i, -1) for i in self._root_ids), np.int64,
@@ -403,7 +411,7 @@ class Selector:
         budget = getattr(self, "budget", None)
         if budget is None:
             raise CurateError(f"{self.name} needs a budget\n  fix: pass --budget (1000, 5%, "
-                              "2M tokens)")
+                              "\"2M tokens\")")
         return Budget.parse(budget).resolve(pool)
 
     def _selected(self, pool: Pool, order, gains, reasons) -> "Selector":

@@ -17,6 +17,7 @@ the recipe's line.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ def validate(plan: Plan) -> Plan:
             if k == len(plan.steps) - 1 and selector.budget_required and \
                     getattr(selector, "budget", None) is None:
                 raise CurateError(f"{step.method} needs a budget\n  fix: pass --budget "
-                                  "(1000, 5%, 2M tokens) or set one in the recipe")
+                                  "(1000, 5%, \"2M tokens\") or set one in the recipe")
             if "budget" in step.params and step.params["budget"] is not None:
                 Budget.parse(step.params["budget"])
         except CurateError as e:
@@ -112,7 +113,7 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
                              if have else ""))
     text = path.read_text()
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: nothing constructed
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" line {mark.line + 1}" if mark else ""
@@ -128,7 +129,7 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
             raise CurateError(f"{path} line {key_node.start_mark.line + 1}: unknown key "
                               f"{key!r}\n  fix: use {', '.join(TOP_KEYS)}")
         top[key] = value_node
-    data = yaml.safe_load(text)
+    data = safe_yaml(text, path)
     steps_node = top.get("steps")
     if not isinstance(steps_node, yaml.SequenceNode) or not steps_node.value:
         line = steps_node.start_mark.line + 1 if steps_node is not None else 1
@@ -159,6 +160,29 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
     plan = Plan(steps, where=data.get("where"), embed=data.get("embed"), text=text,
                 source=str(path))
     return validate(plan)
+
+
+def safe_yaml(text: str, path: str | Path):
+    """YAML data by the safe loader only: a tag that would build a Python object
+    (`!!python/object`, `!!python/name`, ...) is refused, never constructed."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        tag = re.search(r"tag '([^']+)'", str(e.problem))
+        what = f"the tag {tag.group(1).replace('tag:yaml.org,2002:', '!!')}" if tag \
+            else "a tag"
+        raise CurateError(f"{path}{at}: {what} is not allowed: curate reads YAML with a "
+                          "safe loader that builds no Python objects\n  fix: use plain "
+                          "YAML (mappings, lists, strings, numbers)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark else ""
+        raise CurateError(f"{path}{at}: not valid YAML: {getattr(e, 'problem', e)}\n"
+                          "  fix: check the indentation and quoting there") from None
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from curate.errors import CurateError
 from curate.schema import (SELECTION_DROPPED_SCHEMA, SELECTION_MASK_SCHEMA,
                            SELECTION_MEMBER_SCHEMA, SELECTION_SCHEMA)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # a selection's loss masks without the leading `selection` column (what selectors set
 # as `masks_`): see SELECTION_MASK_SCHEMA and curate/finetune/data.py for the contract
 MASK_SCHEMA = pa.schema(list(SELECTION_MASK_SCHEMA)[1:])
@@ -68,10 +66,10 @@ class Selection:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
-        raise CurateError(f"selection name {name!r} is not usable as a folder name\n  fix: "
-                          "use letters, digits, '.', '_' and '-' (e.g. diverse-5pct)")
-    return name
+    """`name` when it is safe as a folder under selections/ (see curate.safety)."""
+    from curate.safety import check_name as check
+
+    return check(name, "selection name", "diverse-5pct", max_length=100)
 
 
 def save_selection(store, sel: Selection, overwrite: bool = False) -> Path:

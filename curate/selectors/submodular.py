@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from curate.units import format_bytes
+
 OPTIMIZERS = ("lazy", "greedy", "stochastic")
 KERNELS = ("cosine", "linear")
 LAZY_BATCH = 16                 # stale heap tops re-evaluated per vectorized call
@@ -264,8 +266,9 @@ def log_determinant(X: np.ndarray, costs: np.ndarray | None = None,
     need = 8 * n * (most + d)
     if need > max_memory_bytes:
         raise ValueError(
-            f"log_determinant would need {need / 2**30:.1f} GiB for {n:,} rows x a budget of "
-            f"up to {most:,} items (the limit is max_memory_bytes={max_memory_bytes:,}); "
+            f"log_determinant would need {format_bytes(need)} for {n:,} rows x a budget of "
+            f"up to {most:,} items (the limit is max_memory_bytes={max_memory_bytes:,}, "
+            f"{format_bytes(max_memory_bytes)}); "
             "use facility_location, whose memory is O(n * k_neighbors), or a smaller budget")
     # K_ii is 1 by definition for cosine: rounding must not break ties among equal items
     sq_norms = np.ones(n) if kernel == "cosine" else np.einsum("ij,ij->i", X, X)

@@ -396,7 +396,9 @@ def _rows(store, sql: str, params: list) -> list[tuple]:
 
 
 def _run_config(store, run_id: str) -> dict:
-    path = store.root / "runs" / run_id / "config.json"
+    from curate.safety import check_name
+
+    path = store.root / "runs" / check_name(run_id, "run id", "my-run", 150) / "config.json"
     if not (store.root / "runs" / run_id / "run.parquet").is_file() or not path.is_file():
         done = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet"))
         raise CurateError(f"no finished run {run_id!r} to use as the reference\n  fix: "
