@@ -39,6 +39,17 @@ def _store(path: Path | None):
     return Store(path)
 
 
+class _Bar:
+    """A command's rich progress bar (`self.bar`), shown while the `with` block runs."""
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)
+
+
 # ---------------------------------------------------------------- ingest
 @app.command()
 def ingest(
@@ -121,7 +132,7 @@ def ingest(
             f"{f.path}: refused: {f.refused}\n  fix: {f.fix}" for f in report.refused))
 
 
-class _IngestProgress:
+class _IngestProgress(_Bar):
     """A rich bar over the bytes of all files, naming the file being read."""
 
     def __init__(self, files: list[Path], quiet: bool):
@@ -139,12 +150,6 @@ class _IngestProgress:
                             console=err, transient=True, disable=self.quiet)
         self.task = self.bar.add_task("", total=total)
 
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
 
     def start(self, path: Path, total_bytes: int) -> None:
         self.size = total_bytes
@@ -281,7 +286,7 @@ def verify(
         raise typer.Exit(1)
 
 
-class _BytesProgress:
+class _BytesProgress(_Bar):
     """A rich bar over bytes read."""
 
     def __init__(self, label: str, quiet: bool):
@@ -293,12 +298,6 @@ class _BytesProgress:
                             transient=True, disable=quiet or not err.is_terminal)
         self.task = self.bar.add_task(label, total=None)
 
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
 
     def start(self, total: int) -> None:
         self.bar.update(self.task, total=total, completed=0)
@@ -508,7 +507,7 @@ def score(
                           f"for {sc.computed} examples, the others read from {st.root}/gradients/")
 
 
-class _CountProgress:
+class _CountProgress(_Bar):
     """A rich bar over rows with rate and ETA."""
 
     def __init__(self, label: str, quiet: bool):
@@ -520,12 +519,6 @@ class _CountProgress:
                             console=err, transient=True, disable=quiet or not err.is_terminal)
         self.task = self.bar.add_task(label, total=None, rate="")
 
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.bar.__exit__(*exc)
 
     def start(self, total: int) -> None:
         self.bar.update(self.task, total=total)
@@ -1011,8 +1004,12 @@ def serve_flow(
     """
     params = _flow_params(watch, config, store, score, select, budget, where, export_dir,
                           export_format, report, no_report)
+    import signal
+
     from flows.serve import serve
 
+    # serve stops on Ctrl-C / SIGTERM itself (pausing the schedule): Python's own handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     serve(params, name=name, cron=cron if cron or interval else "0 2 * * *", interval=interval,
           say=lambda text: console.print(text, markup=False, highlight=False))
 
