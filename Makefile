@@ -1,11 +1,11 @@
 # Two commands from a fresh clone: `make demo` and `make test`.
 # Both create .venv and install what is missing first (a stamp file remembers it).
-# On a CUDA machine:  make test TORCH_SPEC=torch EXTRAS=gpu,dev,bench
+# On a CUDA machine:  make test TORCH_SPEC=torch EXTRAS=gpu,dev,bench,ray
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= cpu,dev,bench
+EXTRAS ?= cpu,dev,bench,ray
 
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))

@@ -31,6 +31,22 @@ StoreOpt = Annotated[Path | None, typer.Option(
     "--store", help="Store directory (default: $CURATE_STORE, else ./curate-store).",
     show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+EngineOpt = Annotated[str, typer.Option(
+    "--engine", help="Where the work runs: local (this process) or ray (a Ray cluster: "
+    "workers read and score in parallel, one per CPU or GPU; needs the `ray` extra and, "
+    "on a multi-node cluster, the store on a shared file system).")]
+AddressOpt = Annotated[str | None, typer.Option(
+    "--address", help="ray: the cluster to join, e.g. ray://head:10001 or auto (default: "
+    "$RAY_ADDRESS, else a Ray instance started on this machine).", show_default=False)]
+WorkersOpt = Annotated[int | None, typer.Option(
+    "--workers", help="ray: parallel workers (default: one per GPU for model scorers on a "
+    "cluster with GPUs, else one per CPU).", show_default=False)]
+
+
+def _engine(name: str, address: str | None, workers: int | None):
+    from curate.engine import get_engine
+
+    return get_engine(name, address, workers)
 
 
 def _store(path: Path | None):
@@ -77,6 +93,9 @@ def ingest(
         "with every row quarantined is always refused): its quarantined rows are kept, "
         "nothing else of it is stored, and ingest exits with status 2 naming the top "
         "reason and the --map / --format that would read it.")] = "50%",
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,7 +121,8 @@ def ingest(
       curate ingest seed_tasks.jsonl                 # instances: one example each\n
       curate ingest trajs.json                       # {"<id>": {traj, reward, gt}}\n
       curate ingest dump.json --map 'instruction=ask,traj=steps'\n
-      curate ingest tasks.json --map 'input=examples[].in,response=examples[].out'
+      curate ingest tasks.json --map 'input=examples[].in,response=examples[].out'\n
+      curate ingest shards/ --engine ray --address auto   # files read in parallel
     """
     from curate.errors import Interrupted
     from curate.ingest import expand_paths
@@ -112,11 +132,13 @@ def ingest(
     files = expand_paths(paths)
     if not files:
         raise CurateError("no data files found under " + ", ".join(paths))
+    runner = _engine(engine, address, workers)
     with _IngestProgress(files, quiet=as_json) as progress:
         try:
             report = run_ingest(st, files, format=format, source=source, mapping=map,
                                 force=force, max_record_bytes=int(max_record_mb * (1 << 20)),
-                                max_quarantine=max_quarantine, progress=progress)
+                                max_quarantine=max_quarantine, progress=progress,
+                                engine=runner)
         except Interrupted as e:
             e.done = (f"nothing of {progress.current} was committed; "
                       f"{progress.finished} file(s) finished before it are kept; run the "
@@ -466,13 +488,25 @@ def score(
     precondition: Annotated[str | None, typer.Option(
         help="influence: adam (LESS: Adam update direction of pool examples) or none "
         "(default adam).")] = None,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Score every example not yet scored by this configuration (cached, resumable).
 
     Results land in the `scores_<scorer>` view, keyed by id. Rerunning scores only what
-    is missing: new rows, or the rest of a run that was interrupted.
+    is missing: new rows, or the rest of a run that was interrupted. With --engine ray the
+    same shards are scored by a pool of workers (a model loaded once per worker, one GPU
+    each when the cluster has GPUs) and committed as the same parts: a run stopped on one
+    engine resumes on the other, with the same results.
+
+    Examples:\n
+      curate score heuristics\n
+      curate score embed --text prompt\n
+      curate score lm --where "source = 'gsm8k'"\n
+      curate score lm --engine ray --address auto
     """
     from curate.scoring import SCORERS, make_scorer, run_scorer
     from curate.scoring.influence import InfluenceScorer
@@ -490,11 +524,12 @@ def score(
         options["store"] = st
         options["batch_size"] = min(batch_size, 16)  # per-example gradients: rows x 2.4M floats
     sc = make_scorer(scorer, **options)
+    runner = _engine(engine, address, workers)
     if gradients:  # the warm-up fine-tune and the target's gradients come first
         with _CountProgress("influence warm-up (steps)", quiet=as_json) as progress:
             sc.prepare(progress)
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
-        report = run_scorer(st, sc, progress=progress, where=where)
+        report = run_scorer(st, sc, progress=progress, where=where, engine=runner)
     if as_json:
         print(json.dumps(report.__dict__))
     else:
@@ -535,7 +570,7 @@ _SELECT_OPTIONS = {  # CLI option -> selector parameter
     "seed": "seed", "score": "score", "ascending": "ascending", "clusters": "clusters",
     "strategy": "strategy", "threshold": "threshold", "quality": "quality",
     "quality_weight": "quality_weight", "keep": "keep", "target": "target",
-    "reference": "reference", "scope": "scope",
+    "reference": "reference", "scope": "scope", "partitions": "partitions",
 }
 
 
@@ -589,6 +624,15 @@ def select(
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Any other option of the method, KEY=VALUE (repeatable).")
     ] = None,
+    partitions: Annotated[int | None, typer.Option(
+        help="facility-location: GreeDi over this many random partitions (greedy per "
+        "partition, then over the union of their picks); kmeans: Lloyd's iterations over "
+        "this many row blocks. Each partition is a task on --engine (default 1: one "
+        "machine).", show_default=False)] = None,
+    engine: Annotated[str | None, typer.Option(
+        "--engine", help="facility-location / kmeans with --partitions: local or ray "
+        "(default: local).", show_default=False)] = None,
+    address: AddressOpt = None, workers: WorkersOpt = None,
     embed: Annotated[str | None, typer.Option(
         help="Embed configuration folder to use (default: the newest).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a selection of the same name.")
@@ -603,7 +647,8 @@ def select(
       curate select topk --score ifd --budget "2M tokens" --name hard\n
       curate select kmeans --clusters 100 --budget 1000 --name diverse\n
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
-      curate select --recipe selectors/diverse-quality.yaml --name dq
+      curate select --recipe selectors/diverse-quality.yaml --name dq\n
+      curate select facility-location --budget 10% --partitions 8 --engine ray --name fl
     """
     import yaml
 
@@ -625,8 +670,10 @@ def select(
         given = dict(seed=seed, score=score, ascending=ascending, clusters=clusters,
                      strategy=strategy, threshold=threshold, quality=quality,
                      quality_weight=quality_weight, keep=keep, target=target,
-                     reference=reference, scope=scope)
+                     reference=reference, scope=scope, partitions=partitions)
         params = {_SELECT_OPTIONS[k]: v for k, v in given.items() if v is not None}
+        if engine not in (None, "local") or address is not None or workers is not None:
+            params["engine"] = _engine(engine or "local", address, workers)
         if budget is not None:
             params["budget"] = budget
         for item in param or []:
@@ -886,7 +933,8 @@ def _scorer_spec(item: str) -> str | dict:
 
 
 def _flow_params(watch, config, store, score, select, budget, where, export_dir,
-                 export_format, report, no_report) -> dict:
+                 export_format, report, no_report, engine=None, address=None,
+                 workers=None) -> dict:
     """curate_flow parameters: the --config YAML, then the options given."""
     import yaml
 
@@ -931,6 +979,16 @@ def _flow_params(watch, config, store, score, select, budget, where, export_dir,
         params["report"] = False
     elif report is not None:
         params["report"] = str(report)
+    if engine is not None or address is not None or workers is not None:
+        given = params.get("engine") or "local"
+        spec = dict(given) if isinstance(given, dict) else {"name": given}
+        spec.update({k: v for k, v in (("name", engine), ("address", address),
+                                       ("workers", workers)) if v is not None})
+        params["engine"] = spec
+    if params.get("engine") is not None:
+        from curate.engine import engine_from_spec
+
+        engine_from_spec(params["engine"])  # a bad name or key fails before the flow starts
     return params
 
 
@@ -940,6 +998,11 @@ def run_flow(
     select: SelectOpt = None, budget: BudgetOpt = None, where: WhereOpt = None,
     export_dir: ExportDirOpt = None, export_format: ExportFormatOpt = None,
     report: ReportOpt = None, no_report: NoReportOpt = False,
+    engine: Annotated[str | None, typer.Option(
+        "--engine", help="local or ray: where ingest and scoring run; ray also runs the "
+        "flow's tasks on Prefect's RayTaskRunner (default: the config's engine, else local).",
+        show_default=False)] = None,
+    address: AddressOpt = None, workers: WorkersOpt = None,
     store: StoreOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Run the whole pipeline once now as a Prefect flow: ingest what is new under WATCH,
@@ -953,13 +1016,14 @@ def run_flow(
     Examples:\n
       curate run data --store demo-store\n
       curate run incoming/ --select diverse=selectors/kmeans-balanced.yaml --budget 5%\n
-      curate run --config flows/demo.yaml
+      curate run --config flows/demo.yaml\n
+      curate run incoming/ --engine ray --address auto
     """
     params = _flow_params(watch, config, store, score, select, budget, where, export_dir,
-                          export_format, report, no_report)
-    from flows import curate_flow
+                          export_format, report, no_report, engine, address, workers)
+    from flows.pipeline import run_pipeline
 
-    result = curate_flow(**params)
+    result = run_pipeline(params)
     if as_json:
         print(json.dumps(result, default=str))
         return
@@ -988,7 +1052,11 @@ def serve_flow(
     score: ScoreOpt = None, select: SelectOpt = None, budget: BudgetOpt = None,
     where: WhereOpt = None, export_dir: ExportDirOpt = None,
     export_format: ExportFormatOpt = None, report: ReportOpt = None,
-    no_report: NoReportOpt = False, store: StoreOpt = None,
+    no_report: NoReportOpt = False,
+    engine: Annotated[str | None, typer.Option(
+        "--engine", help="local or ray: where each run's ingest and scoring run (default: "
+        "the config's engine, else local).", show_default=False)] = None,
+    address: AddressOpt = None, workers: WorkersOpt = None, store: StoreOpt = None,
 ) -> None:
     """Serve the pipeline on a schedule until Ctrl-C or SIGTERM (the schedule is paused
     on the way out): registers the deployment curate/NAME of curate_flow with the
@@ -1003,7 +1071,7 @@ def serve_flow(
       curate serve incoming/ --interval 3600 --select diverse=selectors/kmeans-balanced.yaml
     """
     params = _flow_params(watch, config, store, score, select, budget, where, export_dir,
-                          export_format, report, no_report)
+                          export_format, report, no_report, engine, address, workers)
     import signal
 
     from flows.serve import serve

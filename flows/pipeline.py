@@ -27,17 +27,75 @@ EXPORT_SUFFIX = {"messages": ".messages.jsonl", "jsonl": ".jsonl", "parquet": ".
 
 def _call(task, *args, valid=None, changes: Changes | None = None, **kwargs):
     """Run a task; a cached result whose output is gone from disk (`valid` says) is
-    computed again. Returns (result, cached)."""
-    state = task(*args, return_state=True, **kwargs)
+    computed again. Returns (result, cached). On the ray engine the task runs on the
+    flow's RayTaskRunner, one at a time (each stage's own work fans out on the engine)."""
+    state = _run(task, args, kwargs)
     result = state.result()
     cached = state.name == "Cached"
     if cached and valid is not None and not valid(result):
         get_run_logger().info(f"{task.name}: cached output is gone, computing it again")
-        result = task.with_options(refresh_cache=True)(*args, **kwargs)
+        result = _run(task.with_options(refresh_cache=True), args, kwargs).result()
         cached = False
     if cached and changes is not None:
         changes.cached_tasks += 1
     return result, cached
+
+
+# stages whose work runs on the engine's workers: their task only waits, holding no CPU
+_DISPATCHERS = {"ingest", "score"}
+
+
+def _run(task, args: tuple, kwargs: dict):
+    """The task's final state: called in the flow's thread, or submitted to the flow's
+    task runner when that is Ray's."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or type(ctx.task_runner).__name__ != "RayTaskRunner":
+        return task(*args, return_state=True, **kwargs)
+    from prefect_ray.context import remote_options
+
+    with remote_options(num_cpus=0) if task.name in _DISPATCHERS else contextlib.nullcontext():
+        future = task.submit(*args, **kwargs)
+    future.wait()
+    return future.state
+
+
+def run_pipeline(params: dict) -> dict:
+    """`curate_flow(**params)` on the task runner of its `engine` (Ray's for the ray
+    engine). Tasks on Ray workers report to the same Prefect API: PREFECT_API_URL, or a
+    local one started here for the run when it is not set."""
+    from curate.engine import engine_from_spec
+
+    runner = engine_from_spec(params.get("engine")).task_runner()
+    if runner is None:
+        return curate_flow(**params)
+    with _shared_api():
+        return curate_flow.with_options(task_runner=runner)(**params)
+
+
+@contextlib.contextmanager
+def _shared_api():
+    """Prefect's ephemeral server lives in this process's subprocess; workers would each
+    start their own. Start it first and name it in the environment they inherit."""
+    import os
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
 
 
 def _selection_current(store: str):
@@ -84,9 +142,10 @@ def _scores_kept(result: dict) -> bool:
         not (result["scored"] + result["cached"])
 
 
-def _score_all(store: str, scorers: list, changes: Changes) -> None:
+def _score_all(store: str, scorers: list, changes: Changes, engine=None) -> None:
     for spec in scorers:
-        result, cached = _call(score_task, store, spec, valid=_scores_kept, changes=changes)
+        result, cached = _call(score_task, store, spec, engine=engine, valid=_scores_kept,
+                               changes=changes)
         changes.rows_scored[result["scorer"]] = changes.rows_scored.get(result["scorer"], 0) + \
             (0 if cached else result["scored"])
 
@@ -107,7 +166,8 @@ def curate_flow(store: str = "curate-store", watch: list[str] | None = None,
                 format: str = "auto", scorers: list[str | dict[str, Any]] | None = None,
                 selections: list[dict[str, Any]] | None = None,
                 export: dict[str, Any] | None = None, evaluate: dict[str, Any] | None = None,
-                compare: dict[str, Any] | None = None, report: bool | str = True) -> dict:
+                compare: dict[str, Any] | None = None, report: bool | str = True,
+                engine: str | dict[str, Any] | None = None) -> dict:
     """The whole pipeline on a watched folder: ingest what is new, score the new rows,
     recompute the selections, export them, optionally evaluate / compare, and write the
     report. A rerun with nothing new answers every stage from the cache.
@@ -122,10 +182,13 @@ def curate_flow(store: str = "curate-store", watch: list[str] | None = None,
     - evaluate: {target, run_id, model, accuracy, limit}; compare: {target, selections,
       seeds, max_steps, batch_tokens, ...}; both off by default
     - report: true (<store>/report.html), a path, or false
+    - engine: local (default) or ray, or {name: ray, address: ..., workers: N}: where
+      ingest and scoring run (see curate.engine); run through `run_pipeline` (as `curate
+      run` does), the ray engine also runs the tasks on Prefect's RayTaskRunner
     """
     params = dict(store=store, watch=watch, format=format, scorers=scorers,
                   selections=selections, export=export, evaluate=evaluate, compare=compare,
-                  report=report)
+                  report=report, engine=engine)
     scorers = DEFAULT_SCORERS if scorers is None else scorers
     selections = DEFAULT_SELECTIONS if selections is None else selections
     export = {"format": "messages"} if export is None else export
@@ -133,9 +196,9 @@ def curate_flow(store: str = "curate-store", watch: list[str] | None = None,
         ensure_model_limit()
         if watch:
             result, cached = _call(ingest_task, store, list(watch), format=format,
-                                   valid=_ingested(store))
+                                   engine=engine, valid=_ingested(store))
             changes.add_ingest(result, cached)
-        _score_all(store, scorers, changes)
+        _score_all(store, scorers, changes, engine)
         chosen = _select_all(store, selections, changes)
         if export:
             _export_all(store, chosen, export, changes)
@@ -176,23 +239,26 @@ def _report(store: str, report: bool | str, changes: Changes) -> None:
 # ---------------------------------------------------------------- one stage each
 @flow(name="curate-ingest")
 def ingest_flow(store: str, paths: list[str], format: str = "auto", source: str | None = None,
-                mapping: str | None = None) -> dict:
-    """Ingest the files under `paths` that are new or changed."""
+                mapping: str | None = None, engine: str | dict[str, Any] | None = None) -> dict:
+    """Ingest the files under `paths` that are new or changed (read on `engine`)."""
     with _recorded(store, "curate-ingest", dict(store=store, paths=paths, format=format,
-                                                source=source, mapping=mapping)) as changes:
+                                                source=source, mapping=mapping,
+                                                engine=engine)) as changes:
         result, cached = _call(ingest_task, store, list(paths), format=format, source=source,
-                               mapping=mapping, valid=_ingested(store))
+                               mapping=mapping, engine=engine, valid=_ingested(store))
         changes.add_ingest(result, cached)
     return result
 
 
 @flow(name="curate-score")
-def score_flow(store: str, scorers: list[str | dict[str, Any]] | None = None) -> dict:
-    """Score the rows each scorer has not scored yet."""
+def score_flow(store: str, scorers: list[str | dict[str, Any]] | None = None,
+               engine: str | dict[str, Any] | None = None) -> dict:
+    """Score the rows each scorer has not scored yet (on `engine`)."""
     scorers = DEFAULT_SCORERS if scorers is None else scorers
-    with _recorded(store, "curate-score", dict(store=store, scorers=scorers)) as changes:
+    with _recorded(store, "curate-score", dict(store=store, scorers=scorers,
+                                               engine=engine)) as changes:
         ensure_model_limit()
-        _score_all(store, scorers, changes)
+        _score_all(store, scorers, changes, engine)
     return changes.rows_scored
 
 

@@ -169,11 +169,13 @@ def _options(key_fn):
 # ---------------------------------------------------------------- stages
 @task(name="ingest", **_options(_ingest_key))
 def ingest_task(store: str, paths: list[str], format: str = "auto", source: str | None = None,
-                mapping: str | None = None) -> dict:
+                mapping: str | None = None, engine: str | dict | None = None) -> dict:
     """Ingest new or changed files under `paths` (already ingested ones are skipped)."""
+    from curate.engine import engine_from_spec
     from curate.ingest import ingest
 
-    report = ingest(Store(store), paths, format=format, source=source, mapping=mapping)
+    report = ingest(Store(store), paths, format=format, source=source, mapping=mapping,
+                    engine=engine_from_spec(engine))
     totals = report.to_dict()["totals"]
     read = [f for f in report.files if not f.skipped]
     get_run_logger().info(
@@ -208,13 +210,15 @@ def _scorer(spec: str | dict, store: str):
 
 
 @task(name="score", **_options(_score_key))
-def score_task(store: str, spec: str | dict) -> dict:
-    """Score the rows this scorer configuration has not scored yet (new rows only)."""
+def score_task(store: str, spec: str | dict, engine: str | dict | None = None) -> dict:
+    """Score the rows this scorer configuration has not scored yet (new rows only), on
+    `engine` (local or ray)."""
+    from curate.engine import engine_from_spec
     from curate.scoring import run_scorer
 
     scorer, where = _scorer(spec, store)
     with _model_slot(scorer.name in MODEL_SCORERS):
-        report = run_scorer(Store(store), scorer, where=where)
+        report = run_scorer(Store(store), scorer, where=where, engine=engine_from_spec(engine))
     get_run_logger().info(f"{report.scorer}: scored {report.scored}, {report.cached} cached")
     return dict(report.__dict__)
 

@@ -254,3 +254,43 @@ def test_heuristics_total_tokens_count_the_whole_templated_conversation(store):
     pool = Pool(store)
     totals = dict(rows(store, "SELECT id, total_tokens FROM scores_heuristics"))
     assert list(pool.tokens()) == [totals[i] for i in pool.ids]  # token budgets use them
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_split_and_retried(tmp_path):
+    """data-juicer's adaptive batches: a shard whose batch does not fit is scored in
+    halves (recursively), with the same results as one that fits."""
+    import torch
+
+    from curate.ingest import ingest
+    from curate.scoring import make_scorer, run_scorer
+    from curate.scoring.heuristics import HeuristicsScorer
+    from curate.store import Store
+
+    class Tight(HeuristicsScorer):
+        sizes: list = []
+
+        def score(self, batch):
+            if batch.num_rows > 5:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+            self.sizes.append(batch.num_rows)
+            return super().score(batch)
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", [{"instruction": f"q {i}", "output": f"a {i}"}
+                                                 for i in range(40)])
+    tight, plain = Store(tmp_path / "tight"), Store(tmp_path / "plain")
+    for st in (tight, plain):
+        ingest(st, [corpus])
+    report = run_scorer(tight, Tight(), shard_rows=16)
+    run_scorer(plain, make_scorer("heuristics"), shard_rows=16)
+    assert report.scored == 40 and max(Tight.sizes) <= 5 and sum(Tight.sizes) == 40
+    q = "SELECT * FROM scores_heuristics ORDER BY id"
+    assert rows(tight, q) == rows(plain, q)
+
+    class Broken(HeuristicsScorer):
+        def score(self, batch):
+            raise RuntimeError("not a memory problem")
+
+    broken = Store(tmp_path / "broken")
+    ingest(broken, [corpus])
+    with pytest.raises(RuntimeError, match="not a memory problem"):
+        run_scorer(broken, Broken(), shard_rows=16)

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.engine import get_engine
 from curate.errors import InputError
 from curate.ingest.formats import FORMATS, parse_mapping, suggest_fix
 from curate.ingest.reader import (DEFAULT_MAX_RECORD_BYTES, FAST_FLAT, Batch, FileReader,
@@ -143,8 +144,10 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
            source: str | None = None, mapping: dict[str, str] | str | None = None,
            force: bool = False, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
            max_quarantine: float | str = DEFAULT_MAX_QUARANTINE,
-           progress: Progress | None = None) -> IngestReport:
-    """Ingest every file under `paths` into `store`; returns per-file counts.
+           progress: Progress | None = None, engine=None) -> IngestReport:
+    """Ingest every file under `paths` into `store`; returns per-file counts. On the ray
+    `engine` (see curate.engine) files are read in parallel on its workers; this process
+    stays the one writer of the store.
 
     A file with more than `max_quarantine` of its rows quarantined (all of them, always)
     is refused: its quarantined rows are kept for inspection, nothing else of it is
@@ -155,12 +158,16 @@ def ingest(store: Store, paths: Iterable[str | Path], format: str = "auto",
         mapping = parse_mapping(mapping)
     limit = parse_share(max_quarantine)
     files = expand_paths(paths)
+    engine = get_engine(engine)
     with store.writer() as writer:
         job = _Ingest(store, writer, format, source, mapping or {}, force, max_record_bytes,
                       progress or Progress(), limit)
         try:
-            for path in files:
-                job.add(path)
+            if engine.name == "local":
+                for path in files:
+                    job.add(path)
+            else:
+                job.add_on(engine, files)
             job.close()
         except Exception:
             # the failed file left nothing behind (see _Ingest._read); keep the files
@@ -220,22 +227,10 @@ class _Ingest:
         self.bundle: list[tuple[Path, FileReport, dict, FileReader, bytes]] = []
 
     def add(self, path: Path) -> None:
-        fr = FileReport(path=str(path), source=self.source or source_name(path))
-        small = (split_name(path) == ("jsonl", None) and not self.mapping
-                 and path.stat().st_size <= SMALL_FILE_BYTES)
-        data = path.read_bytes() if small else None
-        digest = file_hash(path, data)
-        key = hashlib.md5(json.dumps([digest, self.format, fr.source, self.mapping],
-                                     sort_keys=True).encode()).hexdigest()
-        if key in self.done and not self.force:
-            fr.skipped = f"already ingested in run {self.done[key]}"
-            self.report.files.append(fr)
-            self.progress.finish(fr)
+        planned = self._plan(path)
+        if planned is None:
             return
-        run = {"invocation_id": self.invocation, "file_hash": digest, "options_key": key,
-               "mapping": json.dumps(self.mapping), "curate_version": self.version}
-        reader = FileReader(path, format=self.format, source=fr.source, mapping=self.mapping,
-                            max_record_bytes=self.limit)
+        fr, run, reader, data = planned
         if data is not None:
             reader.detect_from(data)
             if reader.format is not None and FAST_FLAT.get(reader.format.name):
@@ -248,10 +243,48 @@ class _Ingest:
         self._flush_bundle()
         self._read(path, fr, run, reader, iter(reader))
 
+    def add_on(self, engine, paths: list[Path]) -> None:
+        """Read the files on `engine`'s workers, several at a time, each streaming its
+        batches back; this process deduplicates and commits them in file order, as
+        `add` does one by one (the same rows, counts and commits)."""
+        # (the bytes a small file was hashed from are not kept: workers read the file)
+        planned = [(path, p[:3]) for path in paths if (p := self._plan(path)) is not None]
+        specs = [(str(path), self.format, fr.source, self.mapping, self.limit)
+                 for path, (fr, _, _) in planned]
+        for (path, (fr, run, reader)), results in zip(planned, engine.stream(_read_file, specs)):
+            self._read(path, fr, run, reader, _streamed(reader, results))
+
+    def _plan(self, path: Path) -> tuple[FileReport, dict, FileReader, bytes | None] | None:
+        """The file's report, run row and reader; None (and a report saying so) when it
+        was already ingested with the same options."""
+        fr = FileReport(path=str(path), source=self.source or source_name(path))
+        small = (split_name(path) == ("jsonl", None) and not self.mapping
+                 and path.stat().st_size <= SMALL_FILE_BYTES)
+        data = path.read_bytes() if small else None
+        digest = file_hash(path, data)
+        key = hashlib.md5(json.dumps([digest, self.format, fr.source, self.mapping],
+                                     sort_keys=True).encode()).hexdigest()
+        if key in self.done and not self.force:
+            fr.skipped = f"already ingested in run {self.done[key]}"
+            self.report.files.append(fr)
+            self.progress.finish(fr)
+            return None
+        run = {"invocation_id": self.invocation, "file_hash": digest, "options_key": key,
+               "mapping": json.dumps(self.mapping), "curate_version": self.version}
+        reader = FileReader(path, format=self.format, source=fr.source, mapping=self.mapping,
+                            max_record_bytes=self.limit)
+        return fr, run, reader, data
+
     def close(self) -> None:
         self._flush_bundle()
-        if self.group is not None:
-            self.group.commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit the open group, once: a commit interrupted part way (Ctrl-C during its
+        catalog rebuild) is not tried again by `salvage`, its staging already moved."""
+        group, self.group = self.group, None
+        if group is not None:
+            group.commit()
 
     def salvage(self, read_waiting: bool) -> None:
         """After an error or an interrupt: commit the files finished so far (after
@@ -262,8 +295,7 @@ class _Ingest:
             else:
                 self.bundle = []
         finally:
-            if self.group is not None:
-                self.group.commit()
+            self._commit()
 
     def _flush_bundle(self) -> None:
         bundle, self.bundle = self.bundle, []
@@ -336,7 +368,7 @@ class _Ingest:
                 fr.stored += stored.num_rows
                 fr.duplicates += n_dup
                 fr.quarantined += len(rejects)
-                self.progress.advance(reader.bytes_read)
+                self.progress.advance(max(reader.bytes_read, batch.bytes_read))
         except BaseException as e:
             group.drop_file()
             self.seen.difference_update(added)
@@ -370,8 +402,7 @@ class _Ingest:
         self.progress.finish(fr)
         group.bytes += reader.size
         if group.bytes >= GROUP_BYTES:
-            group.commit()
-            self.group = None
+            self._commit()
 
     def _refuse(self, fr: FileReport, group: "_Group", added: list[int], reasons: Counter,
                 sample: list, reader: FileReader) -> None:
@@ -505,6 +536,23 @@ class _Group:
             self.writer.commit(self.folder, f"ingest/{self.run_id}")
         else:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_file(spec: tuple) -> Iterable[tuple[Batch, str]]:
+    """An engine task: one file's batches, each with the name of the format read."""
+    path, format, source, mapping, limit = spec
+    reader = FileReader(path, format=format, source=source, mapping=mapping,
+                        max_record_bytes=limit)
+    for batch in reader:
+        batch.bytes_read = reader.bytes_read
+        yield batch, reader.format.name
+
+
+def _streamed(reader: FileReader, results: Iterable[tuple[Batch, str]]) -> Iterable[Batch]:
+    """Batches read elsewhere, with the format they were read in set on `reader`."""
+    for batch, name in results:
+        reader.format = FORMATS[name]
+        yield batch
 
 
 def _write_part(tables: list[pa.Table], path: Path) -> None:

@@ -37,6 +37,7 @@ class Batch:
     rejects: list[tuple[int, str, str]] = field(default_factory=list)  # (row, reason, raw)
     records: int = 0  # input records consumed (a multi-response record gives several examples)
     fields: Counter = field(default_factory=Counter)  # "user=instruction, response=output": n
+    bytes_read: int = 0  # of the file, when the batch was read by an engine worker
 
 
 class FileReader:

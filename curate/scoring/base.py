@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +28,9 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.store import (EXAMPLES_AND_PAIRS, Store, disk_full_is_an_error, fsync, hold_lock,
                           write_atomic)
+
+if TYPE_CHECKING:
+    from curate.engine import Engine
 
 TEXTS = {
     # DuckDB expressions over `messages`: which text a scorer reads
@@ -48,6 +52,10 @@ class Scorer:
     higher_is_better: ClassVar[dict[str, bool]] = {}
     needs: ClassVar[str] = "messages"  # "messages", or a key of TEXTS
     shard_rows: ClassVar[int | None] = None  # rows per committed shard [default: SHARD_ROWS]
+    # attributes that hold loaded models: not shipped to engine workers, which load
+    # their own once (see __getstate__)
+    loaded: ClassVar[tuple[str, ...]] = ()
+    on_gpu: ClassVar[bool] = False  # runs a model a GPU speeds up: one GPU per worker
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
                  device: str | None = None, params: dict | None = None):
@@ -73,6 +81,13 @@ class Scorer:
         """`batch` has `id` and the input column (`messages` or `text`); return a table
         of `columns` plus `reason` (null when scored), same length and order."""
         raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        """What a copy sent to a worker carries: the configuration, not the models."""
+        state = self.__dict__.copy()
+        for name in self.loaded:
+            state[name] = None
+        return state
 
     def finish(self, folder: Path) -> None:
         """Called after a run with new results (e.g. to rebuild an index)."""
@@ -103,9 +118,15 @@ SHARD_ROWS = 2048
 
 
 def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
-               shard_rows: int | None = None, where: str | None = None) -> ScoreReport:
+               shard_rows: int | None = None, where: str | None = None,
+               engine: "Engine | str | None" = None) -> ScoreReport:
     """Score every example of the store (or those matching the SQL filter `where`) not
-    yet scored by this configuration."""
+    yet scored by this configuration, in this process or on `engine` (see
+    curate.engine): the same shards and parts either way, so a run stopped on one
+    engine resumes on the other."""
+    from curate.engine import get_engine
+
+    engine = get_engine(engine)
     progress = progress or Progress()
     shard_rows = shard_rows or scorer.shard_rows or SHARD_ROWS
     started = time.time()
@@ -123,6 +144,8 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
                 {**scorer.config(), "columns": {k: str(v) for k, v in scorer.columns.items()},
                  "higher_is_better": scorer.higher_is_better}, indent=2).encode())
         os.utime(config_path)  # the newest config is the one the scores_<name> view shows
+        for stale in folder.glob(".plan-*"):  # the plan of an engine run that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         con = store.connect()
         try:
             pending, total, cached = _pending(con, scorer, folder, where)
@@ -132,18 +155,16 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
             # --repair) must not make a new part overwrite a committed one
             seq = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")
                            if p.stem.split("-")[1].isdigit()), default=-1)
-            for shard in _shards(pending, shard_rows):
-                result = scorer.score(shard)
-                if result.num_rows != shard.num_rows:
-                    raise CurateError(f"scorer {scorer.name} returned {result.num_rows} rows for "
-                                      f"{shard.num_rows}")
-                table = pa.Table.from_arrays([shard["id"], *result.columns],
-                                             names=["id", *result.column_names])
-                _write_part(table, folder / f"part-{seq:06d}.parquet")
-                seq += 1
-                scored += shard.num_rows
-                skipped += shard.num_rows - result["reason"].null_count
-                progress.advance(shard.num_rows)
+            if engine.name == "local":
+                for shard in _shards(pending, shard_rows):
+                    done = score_shard(scorer, shard, folder / f"part-{seq:06d}.parquet")
+                    seq += 1
+                    scored, skipped = scored + done["rows"], skipped + done["skipped"]
+                    progress.advance(done["rows"])
+            else:
+                for done in _run_on(engine, scorer, pending, shard_rows, folder, seq):
+                    scored, skipped = scored + done["rows"], skipped + done["skipped"]
+                    progress.advance(done["rows"])
             if scored or not scorer.finished(folder):
                 scorer.finish(folder)
         finally:
@@ -151,6 +172,81 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
     store.rebuild_catalog()  # a scores_<name> view, or a newer configuration behind it
     return ScoreReport(scorer.name, scorer.key, str(folder), scored, cached, skipped,
                        round(time.time() - started, 3))
+
+
+def score_shard(scorer: Scorer, shard: pa.Table, part: Path) -> dict:
+    """Score one planned shard and commit it as `part`; returns its row counts."""
+    result = score_adaptive(scorer, shard)
+    if result.num_rows != shard.num_rows:
+        raise CurateError(f"scorer {scorer.name} returned {result.num_rows} rows for "
+                          f"{shard.num_rows}")
+    table = pa.Table.from_arrays([shard["id"], *result.columns],
+                                 names=["id", *result.column_names])
+    _write_part(table, part)
+    return {"rows": shard.num_rows, "skipped": shard.num_rows - result["reason"].null_count}
+
+
+def score_adaptive(scorer: Scorer, batch: pa.Table) -> pa.Table:
+    """`scorer.score(batch)`; when the GPU runs out of memory, the batch is split in
+    halves, each scored the same way, and the results joined (adaptive batches: one long
+    shard does not fail a run that fits in smaller pieces)."""
+    try:
+        return scorer.score(batch)
+    except Exception as e:
+        if not _out_of_memory(e) or batch.num_rows < 2:
+            raise
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = batch.num_rows // 2
+    return pa.concat_tables([score_adaptive(scorer, batch.slice(0, half)),
+                             score_adaptive(scorer, batch.slice(half))])
+
+
+def _out_of_memory(e: Exception) -> bool:
+    import torch
+
+    return isinstance(e, torch.cuda.OutOfMemoryError) or \
+        (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+class ShardWorker:
+    """An engine worker: holds one copy of the scorer (its model loaded on first use,
+    once per worker) and scores each shard it is given into the run's plan folder."""
+
+    def __init__(self, scorer: Scorer):
+        self.scorer = scorer
+
+    def __call__(self, item: dict) -> dict:
+        done = score_shard(self.scorer, pq.read_table(item["plan"]), Path(item["out"]))
+        return {**item, **done}
+
+
+def _run_on(engine, scorer: Scorer, pending: pa.RecordBatchReader, rows: int, folder: Path,
+            seq: int):
+    """The planned shards, written once under the configuration's folder, scored by a
+    pool of workers on `engine`. Workers write their results beside the plan; this
+    process, the one writer, commits each as the part the local runner would write (so
+    a worker still running after the run stopped cannot touch the parts: its plan is
+    gone). Yields each shard's counts as it is committed."""
+    import functools
+
+    plan = folder / f".plan-{uuid.uuid4().hex[:8]}"
+    plan.mkdir()
+    try:
+        items = []
+        for i, shard in enumerate(_shards(pending, rows)):
+            path = plan / f"shard-{i:06d}.parquet"
+            pq.write_table(shard, path, compression="zstd")
+            items.append({"plan": str(path), "out": str(plan / f"scored-{i:06d}.parquet"),
+                          "part": str(folder / f"part-{seq + i:06d}.parquet")})
+        for done in engine.pool(functools.partial(ShardWorker, scorer), items,
+                                gpus=scorer.on_gpu):
+            os.replace(done["out"], done["part"])
+            yield done
+    finally:
+        shutil.rmtree(plan, ignore_errors=True)
 
 
 def _shards(reader: pa.RecordBatchReader, rows: int):

@@ -20,6 +20,8 @@ class EmbedScorer(Scorer):
     version = "1"
     model_kind = "embedding"
     higher_is_better = {}
+    loaded = ("_model",)
+    on_gpu = True
 
     def __init__(self, model: str | None = "minilm", text: str = "all", batch_size: int = 32,
                  device: str | None = None):

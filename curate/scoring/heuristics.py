@@ -48,6 +48,7 @@ class HeuristicsScorer(Scorer):
     }
     higher_is_better = {"distinct_1": True, "distinct_2": True, "repetition": False}
     needs = "messages"
+    loaded = ("_tokenizer",)
 
     def __init__(self, model: str | None = "smollm2-135m", batch_size: int = 32,
                  device: str | None = None):

@@ -456,6 +456,7 @@ class InfluenceScorer(Scorer):
     name = "influence"
     version = "1"
     model_kind = "causal-lm"
+    on_gpu = True
     columns = {"influence": pa.float32(), "influence_max": pa.float32(),
                "grad_norm": pa.float32()}
     higher_is_better = {"influence": True, "influence_max": True}
@@ -631,7 +632,7 @@ class InfluenceScorer(Scorer):
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per example (or step): (found, lr-weighted mean cosine to the target examples,
         the same with their max, lr-weighted raw gradient norm)."""
-        self.prepare()
+        self.prepare()  # a no-op but in a fresh engine worker
         n = len(_step_keys(ids, messages)[0]) if steps else len(ids)
         mean, best, norm = np.zeros(n), np.zeros(n), np.zeros(n)
         found = np.ones(n, bool)
@@ -649,6 +650,14 @@ class InfluenceScorer(Scorer):
             best[rows] += w * sims.max(1)
             norm[rows] += w * norms
         return found, mean, best, norm
+
+    def __getstate__(self) -> dict:
+        """A copy sent to an engine worker carries the warm-up run, not what prepare()
+        loaded: the worker prepares itself on its first shard (reading the target's
+        features from the store's gradient cache)."""
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("_model", "_tok", "_projector", "_target_feats")}
+        return state | {"warmup_run": self.run_id, "snapshots": [], "_ready": False}
 
     def score(self, batch: pa.Table) -> pa.Table:
         found, mean, best, norm = self._similarities(batch["id"].to_pylist(),

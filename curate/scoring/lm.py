@@ -35,6 +35,8 @@ class LMScorer(Scorer):
     }
     higher_is_better = {"nll": False, "ppl": False, "ifd": True}
     needs = "messages"
+    loaded = ("_lm",)
+    on_gpu = True
 
     def __init__(self, model: str | None = "smollm2-135m", max_tokens: int = 2048,
                  batch_tokens: int = 16384, batch_size: int = 32, device: str | None = None):

@@ -6,11 +6,15 @@ these estimators bind them to a pool, its budget and its scores."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from curate.errors import CurateError
 from curate.selectors.base import Budget, Pool, Selector
+
+if TYPE_CHECKING:
+    from curate.engine import Engine
 
 STRATEGIES = ("balanced", "proportional", "sensitivity", "refine", "target")
 
@@ -38,6 +42,10 @@ class KMeansSelector(Selector):
 
     Within a cluster the highest `quality` goes first when given, else seeded random.
     After `fit`, `labels_` and `cluster_centers_` hold the clustering.
+
+    partitions > 1 runs Lloyd's iterations over that many row blocks on `engine` (a
+    name, "local" or "ray", or an Engine; None: local): every row takes part in training
+    (one FAISS subsample trains with partitions=1), so clusters can differ slightly.
     """
 
     name = "kmeans"
@@ -45,7 +53,8 @@ class KMeansSelector(Selector):
     def __init__(self, budget: Budget | str | None = None, clusters: int | None = None,
                  strategy: str = "balanced", quality: str | None = None,
                  temperature: float = 1.0, alpha: float = 0.5, iters: int = 20, seed: int = 0,
-                 target: str | None = None):
+                 target: str | None = None, partitions: int = 1,
+                 engine: "str | Engine | None" = None):
         self.budget = budget
         self.clusters = clusters
         self.strategy = strategy
@@ -55,6 +64,11 @@ class KMeansSelector(Selector):
         self.iters = iters
         self.seed = seed
         self.target = target
+        self.partitions = partitions
+        self.engine = engine
+
+    def get_params(self) -> dict:
+        return _engine_named(super().get_params())
 
     def fit(self, pool: Pool) -> "KMeansSelector":
         from curate.selectors import kmeans as km
@@ -74,7 +88,12 @@ class KMeansSelector(Selector):
             raise CurateError(f"--clusters {k} must be between 1 and the pool size {len(pool)}")
         score = pool.values(self.quality, "quality") if self.quality else None
         X = pool.embeddings()
-        result = km.kmeans(X, k, iters=self.iters, seed=self.seed)
+        partitions = _check_partitions(self.partitions, self.name)
+        try:
+            result = km.kmeans(X, k, iters=self.iters, seed=self.seed, partitions=partitions,
+                               engine=self.engine)
+        except ValueError as e:
+            raise CurateError(f"kmeans: {e}") from None
         self.labels_, self.cluster_centers_ = result.labels, result.centroids
         gains = None
         if self.strategy == "balanced":
@@ -104,14 +123,20 @@ class FacilityLocationSelector(Selector):
     """Submodular coverage: each pool example is represented by its most similar pick
     (cosine over a sparse k-NN graph built with FAISS, so memory grows with n x
     `neighbors`), plus an optional modular quality term. Lazy greedy by default;
-    `optimizer=stochastic` for very large pools."""
+    `optimizer=stochastic` for very large pools.
+
+    partitions > 1 runs GreeDi on `engine` (a name or an Engine; None: local): greedy
+    per random partition, each on its own k-NN graph, then greedy over the union of
+    their picks scored on the whole pool. After such a fit `objective_` is stage 2's
+    objective, the sum of `gains_` (the single-machine greedy is not run: the
+    benchmarks compare the two)."""
 
     name = "facility-location"
 
     def __init__(self, budget: Budget | str | None = None, quality: str | None = None,
                  quality_weight: float | None = None, neighbors: int = 32,
                  optimizer: str = "lazy", epsilon: float = 0.01, graph: str = "auto",
-                 seed: int = 0):
+                 seed: int = 0, partitions: int = 1, engine: "str | Engine | None" = None):
         self.budget = budget
         self.quality = quality
         self.quality_weight = quality_weight
@@ -120,21 +145,35 @@ class FacilityLocationSelector(Selector):
         self.epsilon = epsilon
         self.graph = graph
         self.seed = seed
+        self.partitions = partitions
+        self.engine = engine
+
+    def get_params(self) -> dict:
+        return _engine_named(super().get_params())
 
     def fit(self, pool: Pool) -> "FacilityLocationSelector":
         from curate.selectors.graph import knn_graph
-        from curate.selectors.submodular import facility_location
+        from curate.selectors.submodular import facility_location, greedi_facility_location
 
         costs, limit = self._budget(pool)
         quality, weight = _quality(pool, self.quality, self.quality_weight)
+        partitions = _check_partitions(self.partitions, self.name)
         X = pool.embeddings()
         try:
-            graph = knn_graph(X, k=min(self.neighbors, len(pool)), method=self.graph,
-                              seed=self.seed)
-            order, gains = facility_location(costs=costs, limit=limit, graph=graph,
-                                             quality=quality, quality_weight=weight,
-                                             optimizer=self.optimizer, epsilon=self.epsilon,
-                                             seed=self.seed)
+            if partitions > 1:
+                order, gains = greedi_facility_location(
+                    X, costs, limit, partitions=partitions, engine=self.engine,
+                    k_neighbors=self.neighbors, method=self.graph, quality=quality,
+                    quality_weight=weight, optimizer=self.optimizer, epsilon=self.epsilon,
+                    seed=self.seed)
+                self.objective_ = float(gains[np.isfinite(gains)].sum())
+            else:
+                graph = knn_graph(X, k=min(self.neighbors, len(pool)), method=self.graph,
+                                  seed=self.seed)
+                order, gains = facility_location(costs=costs, limit=limit, graph=graph,
+                                                 quality=quality, quality_weight=weight,
+                                                 optimizer=self.optimizer,
+                                                 epsilon=self.epsilon, seed=self.seed)
         except ValueError as e:
             raise CurateError(f"facility-location: {e}") from None
         return self._selected(pool, order, gains, [f"gain {g:.4g}" for g in gains])
@@ -165,6 +204,26 @@ class LogDeterminantSelector(Selector):
         except ValueError as e:
             raise CurateError(f"log-det: {e}") from None
         return self._selected(pool, order, gains, [f"log-det gain {g:.4g}" for g in gains])
+
+
+def _check_partitions(partitions, name: str) -> int:
+    """`partitions` as an int >= 1, or a CurateError that says how to fix it."""
+    try:
+        value = int(str(partitions).strip()) if not isinstance(partitions, bool) else 0
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CurateError(f"{name}: partitions must be a whole number >= 1, got "
+                          f"{partitions!r}\n  fix: e.g. --partitions 4 (1: one machine)")
+    return value
+
+
+def _engine_named(params: dict) -> dict:
+    """Parameters with an Engine object shown by its name, so manifests stay JSON."""
+    engine = params.get("engine")
+    if engine is not None and not isinstance(engine, str):
+        params["engine"] = getattr(engine, "name", str(engine))
+    return params
 
 
 def _max_cosine(X: np.ndarray, T: np.ndarray, chunk: int = 65536) -> np.ndarray:

@@ -24,7 +24,8 @@ GPU_MAX_K = 2048              # FAISS GPU search limit on k (and on nprobe)
 
 
 def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *,
-              target_recall: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+              target_recall: float = 0.9, partitions: int = 1,
+              engine=None) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest neighbours of every row of X by inner product (cosine).
 
     X: n x d float32 with L2-normalized rows. Returns `idx` (n x k int64) and `sim`
@@ -39,9 +40,13 @@ def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *
     breadth (nprobe / efSearch) is the smallest step of a ~1.4x ladder whose recall@k,
     measured against exact search on 500 sampled rows, reaches `target_recall`.
     Searches run in chunks of rows, so memory beyond the index is O(n * k).
-    """
-    import faiss
 
+    partitions > 1 shards the *database* into that many contiguous row ranges, one
+    `engine.map` task each (engine None: this process): a task indexes its shard and
+    searches every row against it, and the per-shard top-k lists are merged into the
+    global top-k. With "flat" every shard search is exact, so the graph equals the
+    single-index one; "auto" picks flat or ivf by the shard's size.
+    """
     X = _check_embeddings(X)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -49,12 +54,39 @@ def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *
         raise ValueError(f"unknown knn method {method!r}; expected one of {METHODS}")
     if not 0.0 < target_recall <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
+    if int(partitions) != partitions or partitions < 1:
+        raise ValueError(f"partitions must be a whole number >= 1, got {partitions!r}")
+    n = X.shape[0]
+    k_search = min(k, n)
+    if partitions == 1:
+        I, D = knn_search(X, X, k_search, method, seed, target_recall=target_recall)
+    else:
+        from curate.engine import get_engine
+
+        bounds = np.linspace(0, n, min(int(partitions), n) + 1).round().astype(np.int64)
+        tasks = [(X, int(lo), int(hi), k_search, method, seed, target_recall)
+                 for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+        I, D = merge_topk(get_engine(engine).map(_search_shard, tasks), k_search)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.full((n, k), -np.inf, dtype=np.float32)
+    idx[:, :k_search], sim[:, :k_search] = _with_self_first(I, D, np.arange(n), k_search)
+    return idx, sim
+
+
+def knn_search(Q: np.ndarray, X: np.ndarray, k: int, method: str = "auto", seed: int = 0, *,
+               target_recall: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows of X with the highest inner product with each row of Q: (I, D), n_q x k.
+
+    The index over X is built as `knn_graph` describes (method, seed, tuned breadth);
+    missing results are I = -1, D = -inf. Rows of Q and X are unit-norm float32.
+    """
+    import faiss
+
     n, d = X.shape
+    k = min(k, n)
     if method == "auto":
         method = "flat" if n <= FLAT_MAX_ROWS else "ivf"
-    k_search = min(k, n)
     rng = np.random.default_rng(seed)
-
     if method == "flat":
         index = faiss.IndexFlatIP(d)
     elif method == "ivf":
@@ -65,7 +97,7 @@ def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *
         index.hnsw.efConstruction = 64
 
     gpu_resources = None  # held until the search is done: the GPU index uses it
-    if faiss.get_num_gpus() > 0 and method != "hnsw" and k_search <= GPU_MAX_K:
+    if faiss.get_num_gpus() > 0 and method != "hnsw" and k <= GPU_MAX_K:
         gpu_resources = faiss.StandardGpuResources()
         index = faiss.index_cpu_to_gpu(gpu_resources, 0, index)
 
@@ -78,16 +110,38 @@ def knn_graph(X: np.ndarray, k: int = 32, method: str = "auto", seed: int = 0, *
         index.train(X[np.sort(rng.choice(n, size=train_rows, replace=False))])
     index.add(X)
     if method != "flat":
-        _tune_search_breadth(index, method, X, k_search, target_recall, rng)
+        _tune_search_breadth(index, method, X, k, target_recall, rng)
 
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.full((n, k), -np.inf, dtype=np.float32)
-    for start in range(0, n, SEARCH_CHUNK_ROWS):
-        stop = min(n, start + SEARCH_CHUNK_ROWS)
-        D, I = index.search(X[start:stop], k_search)
-        idx[start:stop, :k_search], sim[start:stop, :k_search] = _with_self_first(
-            I, D, np.arange(start, stop), k_search)
-    return idx, sim
+    I = np.full((len(Q), k), -1, dtype=np.int64)
+    D = np.full((len(Q), k), -np.inf, dtype=np.float32)
+    for start in range(0, len(Q), SEARCH_CHUNK_ROWS):
+        stop = min(len(Q), start + SEARCH_CHUNK_ROWS)
+        Ds, Is = index.search(Q[start:stop], k)
+        I[start:stop] = Is
+        D[start:stop] = np.where(Is >= 0, Ds, -np.inf)
+    del gpu_resources
+    return I, D
+
+
+def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]],
+               k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard search results (I global indices, D) into each row's top k.
+
+    Ties in similarity keep the lower index first, padding (-1) goes last.
+    """
+    I = np.hstack([p[0] for p in parts])
+    D = np.hstack([p[1] for p in parts]).astype(np.float32, copy=False)
+    D = np.where(I >= 0, D, -np.inf)
+    tiebreak = np.where(I >= 0, I, np.iinfo(np.int64).max)
+    order = np.lexsort((tiebreak, -D), axis=-1)[:, :k] if I.size else np.zeros((len(I), 0), int)
+    return np.take_along_axis(I, order, axis=1), np.take_along_axis(D, order, axis=1)
+
+
+def _search_shard(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One database shard [lo, hi): every query's top k in it, as global indices."""
+    Q, lo, hi, k, method, seed, target_recall = task
+    I, D = knn_search(Q, Q[lo:hi], k, method, seed, target_recall=target_recall)
+    return np.where(I >= 0, I + lo, -1), D
 
 
 def graph_recall(X: np.ndarray, idx: np.ndarray, k: int, sample: int = 1000,

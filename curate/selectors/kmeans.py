@@ -54,7 +54,7 @@ class KMeansResult:
 
 def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: bool = True,
            max_points_per_centroid: int = 256, init: KMeansInit = "k-means++",
-           n_init: int = 1) -> KMeansResult:
+           n_init: int = 1, partitions: int = 1, engine=None) -> KMeansResult:
     """Cluster the rows of X into k clusters with FAISS (on the GPU when faiss-gpu sees one).
 
     FAISS trains on a seeded subsample of at most ``k * max_points_per_centroid`` rows
@@ -62,6 +62,10 @@ def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: boo
     unit-norm centroids and assigns by cosine, the right geometry for normalized
     sentence embeddings. `init` seeds the centroids (k-means++: D^2 sampling); `n_init`
     restarts keep the best objective. Deterministic for a given seed on a given device.
+
+    partitions > 1 runs Lloyd's iterations distributed (`distributed_lloyd`): the same
+    FAISS initialization, then every row (not a subsample) is assigned in `partitions`
+    row blocks, one `engine.map` task each (engine None: this process).
     """
     try:
         import faiss
@@ -73,6 +77,27 @@ def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: boo
     if X.ndim != 2:
         raise ValueError(f"kmeans: X must be a 2-D array (n, d), got shape {X.shape}")
     n, d = X.shape
+    init_method = _init_method(faiss, k, n, init)
+    if int(partitions) != partitions or partitions < 1:
+        raise ValueError(f"kmeans: partitions must be a whole number >= 1, got {partitions!r}")
+    if partitions > 1:
+        return distributed_lloyd(X, k, iters=iters, seed=seed, spherical=spherical,
+                                 max_points_per_centroid=max_points_per_centroid, init=init,
+                                 n_init=n_init, partitions=int(partitions), engine=engine)
+    # gpu=True resolves to every visible GPU, i.e. none on faiss-cpu: one code path.
+    # min_points_per_centroid only gates a stderr warning for small inputs.
+    km = faiss.Kmeans(d, k, niter=iters, seed=seed, spherical=spherical, gpu=True,
+                      max_points_per_centroid=max_points_per_centroid,
+                      min_points_per_centroid=1, init_method=init_method, nredo=n_init)
+    km.train(X)
+    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    # FAISS returns inner products (spherical) or squared L2 distances to the centroid.
+    score, labels = km.assign(X)
+    return _result(X, centroids, score, labels.astype(np.int64), spherical)
+
+
+def _init_method(faiss, k: int, n: int, init: str):
+    """FAISS's constant for `init`, after checking k against the n points."""
     if not 1 <= k <= n:
         raise ValueError(f"kmeans: k={k} clusters need 1 <= k <= n, and there are n={n} "
                          f"points; lower k or give more points")
@@ -81,16 +106,13 @@ def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: boo
                "afk-mc2": faiss.ClusteringInitMethod_AFK_MC2}
     if init not in methods:
         raise ValueError(f"kmeans: unknown init {init!r}; use one of {sorted(methods)}")
-    # gpu=True resolves to every visible GPU, i.e. none on faiss-cpu: one code path.
-    # min_points_per_centroid only gates a stderr warning for small inputs.
-    km = faiss.Kmeans(d, k, niter=iters, seed=seed, spherical=spherical, gpu=True,
-                      max_points_per_centroid=max_points_per_centroid,
-                      min_points_per_centroid=1, init_method=methods[init], nredo=n_init)
-    km.train(X)
-    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
-    # FAISS returns inner products (spherical) or squared L2 distances to the centroid.
-    score, labels = km.assign(X)
-    labels = labels.astype(np.int64)
+    return methods[init]
+
+
+def _result(X: np.ndarray, centroids: np.ndarray, score: np.ndarray, labels: np.ndarray,
+            spherical: bool) -> KMeansResult:
+    """KMeansResult from each row's assignment score (inner product when spherical,
+    squared L2 otherwise)."""
     if spherical:
         distances = (1.0 - score).astype(np.float32)
         sq = (np.einsum("ij,ij->i", X, X, dtype=np.float64)
@@ -100,6 +122,85 @@ def kmeans(X: np.ndarray, k: int, iters: int = 20, seed: int = 0, spherical: boo
         distances = score.astype(np.float32)
         sq = score.astype(np.float64)
     return KMeansResult(centroids, labels, distances, float(np.maximum(sq, 0.0).sum()))
+
+
+def distributed_lloyd(X: np.ndarray, k: int, iters: int = 20, seed: int = 0,
+                      spherical: bool = True, max_points_per_centroid: int = 256,
+                      init: KMeansInit = "k-means++", n_init: int = 1, partitions: int = 4,
+                      engine=None) -> KMeansResult:
+    """k-means by Lloyd's iterations over row partitions: k-means on FAISS per node.
+
+    The initial centroids are FAISS's own (`faiss.Kmeans` with niter=0: the same seeded
+    subsample of k * max_points_per_centroid rows and the same `init`). Each iteration
+    every partition (one `engine.map` task) assigns its rows to the current centroids
+    with a FAISS flat index and returns per-cluster sums and counts; the driver merges
+    them and moves each centroid to its cluster's mean (renormalized when spherical).
+    Restart r of `n_init` starts from seed + r; the lowest inertia wins.
+
+    How it differs from `kmeans` with partitions=1: FAISS trains on the subsample only,
+    this on every row; an empty cluster keeps its centroid here, while FAISS splits a
+    large cluster to refill it. With max_points_per_centroid >= n / k (no subsample) and
+    no empty cluster both run the same iterations, equal up to float rounding (a row on
+    a boundary can flip, so compare inertia, not labels).
+    """
+    import faiss
+
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    n, d = X.shape
+    init_method = _init_method(faiss, k, n, init)
+    from curate.engine import get_engine
+
+    engine = get_engine(engine)
+    bounds = np.linspace(0, n, min(partitions, n) + 1).round().astype(np.int64)
+    blocks = [X[lo:hi] for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
+    best: KMeansResult | None = None
+    for restart in range(max(1, n_init)):
+        km = faiss.Kmeans(d, k, niter=0, seed=seed + restart, spherical=spherical, gpu=True,
+                          max_points_per_centroid=max_points_per_centroid,
+                          min_points_per_centroid=1, init_method=init_method)
+        km.train(X)
+        centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        for _ in range(iters):
+            parts = engine.map(_lloyd_step, [(B, centroids, spherical, False) for B in blocks])
+            sums = np.sum([p[0] for p in parts], axis=0)
+            counts = np.sum([p[1] for p in parts], axis=0)
+            full = counts > 0
+            updated = centroids.astype(np.float64)
+            updated[full] = sums[full] / counts[full, None]
+            if spherical:
+                norms = np.linalg.norm(updated, axis=1, keepdims=True)
+                updated = np.where(norms > 0, updated / np.maximum(norms, 1e-30), updated)
+            centroids = np.ascontiguousarray(updated, dtype=np.float32)
+        parts = engine.map(_lloyd_step, [(B, centroids, spherical, True) for B in blocks])
+        score = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        result = _result(X, centroids, score, labels, spherical)
+        if best is None or result.inertia < best.inertia:
+            best = result
+    return best
+
+
+def _lloyd_step(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """One partition's share of a Lloyd iteration: (per-cluster sums, counts) of its
+    rows' nearest centroids, or (scores, labels) when `final`."""
+    import faiss
+
+    B, centroids, spherical, final = task
+    k, d = centroids.shape
+    index = faiss.IndexFlatIP(d) if spherical else faiss.IndexFlatL2(d)
+    index.add(centroids)
+    score, labels = index.search(B, 1)
+    score, labels = score[:, 0], labels[:, 0].astype(np.int64)
+    if final:
+        return score, labels
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros((k, d), dtype=np.float64)
+    order = np.argsort(labels, kind="stable")
+    present = np.flatnonzero(counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[present]
+    if len(order):
+        sums[present] = np.add.reduceat(B[order].astype(np.float64), starts, axis=0)
+    return sums, counts
 
 
 def second_nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:

@@ -13,6 +13,11 @@ With unequal costs the greedy ranks by gain / cost, and also runs plain greedy b
 the subset with the higher objective is returned: the best of the two keeps a constant
 factor of the optimum, which either one alone does not (Leskovec et al. 2007, CELF).
 Ties break by lowest index everywhere, so results are deterministic.
+
+At scale, `greedi_facility_location` partitions the rows over an engine (GreeDi: greedy
+per partition, then greedy over the union of their picks on the whole set) with the
+same greedy, budget and fill; `facility_location_objective` scores any subset on the
+whole set's graph, so it can be compared with the single-machine greedy.
 """
 
 from __future__ import annotations
@@ -72,30 +77,161 @@ def facility_location(X: np.ndarray | None = None, costs: np.ndarray | None = No
     n = len(idx)
     costs, limit = _check_budget(costs, limit, n)
     modular = quality_weight * _unit_quality(quality, quality_weight, n)
-    indptr, cols, vals = _symmetric_csr(idx, sim, n)
-    sample = n
+    greedy = _fl_greedy(_symmetric_csr(idx, sim, n), n, costs, limit, modular, optimizer,
+                        epsilon, seed)
+    return _best_of_knapsack(lambda by_ratio: _fill(*greedy(by_ratio), costs, limit, quality),
+                             costs)
+
+
+def _fl_greedy(csr: tuple[np.ndarray, np.ndarray, np.ndarray], n_rows: int,
+               costs: np.ndarray, limit: float, modular: np.ndarray, optimizer: str,
+               epsilon: float, seed: int) -> Callable[[bool], Selection]:
+    """The facility-location greedy over candidates = CSR rows, covering `n_rows` rows:
+    a function of by_ratio returning (order, gains) before any fill."""
+    indptr, cols, vals = csr
+    sample = len(costs)
     if optimizer == "stochastic":
-        sample = math.ceil(n / max(1, _max_items(costs, limit)) * math.log(1 / epsilon))
+        sample = math.ceil(len(costs) / max(1, _max_items(costs, limit)) * math.log(1 / epsilon))
 
     def run(by_ratio: bool) -> Selection:
-        cover = _Coverage(indptr, cols, vals, modular)
+        cover = _Coverage(indptr, cols, vals, modular, n_rows)
         if optimizer == "lazy":
-            order, gains = _lazy_greedy(cover, costs, limit, by_ratio)
-        else:
-            order, gains = _sampled_greedy(cover, costs, limit, by_ratio, sample,
-                                           np.random.default_rng(seed))
-        return _fill(order, gains, costs, limit, quality)
+            return _lazy_greedy(cover, costs, limit, by_ratio)
+        return _sampled_greedy(cover, costs, limit, by_ratio, sample,
+                               np.random.default_rng(seed))
 
-    return _best_of_knapsack(run, costs)
+    return run
+
+
+def facility_location_objective(graph: tuple[np.ndarray, np.ndarray],
+                                selected: np.ndarray, *, quality: np.ndarray | None = None,
+                                quality_weight: float = 0.0) -> float:
+    """f(S) of `facility_location` for the subset `selected` on the whole set's graph.
+
+    The same objective the single-machine greedy maximizes (the symmetrized k-NN graph,
+    similarities clipped at 0, plus the rescaled quality term), so subsets chosen any
+    way (GreeDi, another tool) compare on one number.
+    """
+    idx, sim = graph
+    n = len(idx)
+    modular = quality_weight * _unit_quality(quality, quality_weight, n)
+    cover = _Coverage(*_symmetric_csr(idx, sim, n), modular)
+    selected = np.unique(np.asarray(selected, dtype=np.int64))
+    if len(selected) and (selected.min() < 0 or selected.max() >= n):
+        raise ValueError(f"selected indices must be in [0, {n})")
+    for j in selected.tolist():
+        cover.add(j)
+    return float(cover.best.sum() + modular[selected].sum())
+
+
+def greedi_facility_location(X: np.ndarray, costs: np.ndarray | None = None,
+                             limit: float | None = None, *, partitions: int = 4,
+                             engine=None, k_neighbors: int = 32, method: str = "auto",
+                             quality: np.ndarray | None = None, quality_weight: float = 0.0,
+                             optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
+                             target_recall: float = 0.9) -> Selection:
+    """Facility location by GreeDi (Mirzasoleiman et al. 2013): partitioned greedy, then
+    greedy over the union of the partitions' picks; returns (order, gains).
+
+    Stage 1: the rows are split into `partitions` random balanced parts (seeded); each
+    part, one `engine.map` task (engine None: this process), builds its own k-NN graph
+    (`k_neighbors`, `method`) and runs the greedy for the full budget on its rows only.
+    Stage 2: the greedy over the union U of their picks, scored on the WHOLE ground set:
+    every row is covered by its `k_neighbors` most similar rows of U (FAISS search of all
+    rows against U, sharded over the engine by query rows), so the gains are those of
+    f(S) = sum_i max_{j in S} s_ij over all n rows. The budget (costs / limit), the
+    quality term, the knapsack best-of-two and the fill are `facility_location`'s;
+    gains are stage 2's marginal gains. Memory per task is O(n / partitions * k).
+    """
+    from curate.engine import get_engine
+    from curate.selectors.graph import _check_embeddings
+
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    if int(partitions) != partitions or partitions < 1:
+        raise ValueError(f"partitions must be a whole number >= 1, got {partitions!r}")
+    if k_neighbors < 1:
+        raise ValueError(f"k_neighbors must be >= 1, got {k_neighbors}")
+    X = _check_embeddings(X)
+    n = len(X)
+    costs, limit = _check_budget(costs, limit, n)
+    modular = quality_weight * _unit_quality(quality, quality_weight, n)
+    engine = get_engine(engine)
+    parts = min(int(partitions), n)
+
+    # stage 1: greedy per random balanced partition (rows sorted: ties -> lowest index)
+    perm = np.random.default_rng(seed).permutation(n)
+    shards = [np.sort(p) for p in np.array_split(perm, parts)]
+    settings = (limit, k_neighbors, method, optimizer, epsilon, seed, target_recall)
+    tasks = [(X[rows], rows, costs[rows], modular[rows], settings) for rows in shards]
+    union = np.unique(np.concatenate(engine.map(_greedi_partition, tasks) + [np.empty(0, int)]))
+    if not len(union):  # nothing fits, or nothing has a gain: the fill decides
+        return _fill(np.empty(0, np.int64), np.empty(0), costs, limit, quality)
+
+    # stage 2: every row against the union's candidates, then greedy on that coverage
+    bounds = np.linspace(0, n, parts + 1).round().astype(np.int64)
+    search = [(X[lo:hi], X[union], k_neighbors, method, seed, target_recall)
+              for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()) if hi > lo]
+    found = engine.map(_greedi_search, search)
+    csr = _bipartite_csr(np.vstack([f[0] for f in found]), np.vstack([f[1] for f in found]),
+                         len(union))
+    greedy = _fl_greedy(csr, n, costs[union], limit, modular[union], optimizer, epsilon, seed)
+
+    def run(by_ratio: bool) -> Selection:
+        order, gains = greedy(by_ratio)
+        return _fill(union[order], gains, costs, limit, quality)
+
+    return _best_of_knapsack(run, costs[union])
+
+
+def _greedi_partition(task: tuple) -> np.ndarray:
+    """GreeDi stage 1 on one partition: its own k-NN graph and greedy for the full budget;
+    returns the picks as global row indices (no fill)."""
+    from curate.selectors.graph import knn_graph
+
+    X, rows, costs, modular, (limit, k, method, optimizer, epsilon, seed, recall) = task
+    n = len(rows)
+    idx, sim = knn_graph(X, k=min(k, n), method=method, seed=seed, target_recall=recall)
+    greedy = _fl_greedy(_symmetric_csr(idx, sim, n), n, costs, limit, modular, optimizer,
+                        epsilon, seed)
+    order, _ = _best_of_knapsack(greedy, costs)
+    return rows[order]
+
+
+def _greedi_search(task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """GreeDi stage 2 search: a block of rows against the union's candidates."""
+    from curate.selectors.graph import knn_search
+
+    Q, C, k, method, seed, recall = task
+    return knn_search(Q, C, k, method, seed, target_recall=recall)
+
+
+def _bipartite_csr(I: np.ndarray, D: np.ndarray,
+                   m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR over m candidates of the rows each covers: I[i] lists row i's nearest candidates
+    (positions, -1 padding) with similarities D[i]; only similarities > 0 are kept."""
+    n = len(I)
+    rows = np.repeat(np.arange(n, dtype=np.int64), I.shape[1])
+    cols, vals = I.ravel().astype(np.int64), D.ravel().astype(np.float64)
+    keep = (cols >= 0) & (vals > 0)
+    rows, cols, vals = rows[keep], cols[keep], np.minimum(vals[keep], 1.0)
+    order = np.lexsort((rows, cols))
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cols, minlength=m), out=indptr[1:])
+    return indptr, rows[order], vals[order]
 
 
 class _Coverage:
     """Facility-location state: each row's best similarity to the selection so far."""
 
     def __init__(self, indptr: np.ndarray, cols: np.ndarray, vals: np.ndarray,
-                 modular: np.ndarray):
+                 modular: np.ndarray, n_rows: int | None = None):
         self.indptr, self.cols, self.vals, self.modular = indptr, cols, vals, modular
-        self.best = np.zeros(len(indptr) - 1)
+        # candidates are the CSR rows; the covered rows are all of them unless n_rows
+        # says otherwise (GreeDi's stage 2: a few candidates covering the whole set)
+        self.best = np.zeros(len(indptr) - 1 if n_rows is None else n_rows)
 
     def gains(self, cands: np.ndarray) -> np.ndarray:
         """Marginal gains of `cands`: one pass over their CSR rows, summed per row.
