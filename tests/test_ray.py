@@ -240,3 +240,52 @@ def test_flow_on_ray_task_runner(tmp_path, engine):
     assert rows(st, "SELECT count(*) FROM selection_members WHERE selection = 'some'") == [(10,)]
     again = run_pipeline(params)  # the same Prefect cache, on Ray too
     assert again["rows_new"] == 0 and again["cached_tasks"] >= 2
+
+
+def test_influence_on_ray_equals_local(tmp_path, engine, tiny):
+    """The warm-up runs in this process (as `curate score influence` does); each actor
+    prepares itself from the warm-up run and computes its shards' gradients."""
+    import numpy as np
+
+    from curate.scoring.influence import InfluenceScorer
+
+    sums = [{"instruction": f"Add {a} and {b}.", "output": f"The sum is {a + b}."}
+            for a, b in zip(range(3, 35, 2), range(30, 14, -1))]
+    target = write_jsonl(tmp_path / "target.jsonl", sums[:3])
+    corpus = write_jsonl(tmp_path / "pool.jsonl", sums[3:])
+    out = []
+    for name, eng in (("local", None), ("ray", engine)):
+        st = Store(tmp_path / name)
+        ingest(st, [corpus])
+        scorer = InfluenceScorer(store=st, target=str(target), model=tiny, warmup=8,
+                                 checkpoints=1, dim=256, max_tokens=64, lora_r=4,
+                                 warmup_epochs=1)
+        scorer.prepare()
+        report = run_scorer(st, scorer, shard_rows=4, engine=eng)
+        assert report.scored == len(sums) - 3
+        out.append(rows(st, "SELECT id, influence, grad_norm FROM scores_influence ORDER BY id"))
+    (a, b) = out
+    assert [r[0] for r in a] == [r[0] for r in b]
+    assert np.allclose([r[1:] for r in a], [r[1:] for r in b], rtol=1e-3, atol=1e-4)
+
+
+def test_cli_select_partitions_on_ray(tmp_path, engine):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    st = Store(tmp_path / "store")
+    ingest(st, [_corpus(tmp_path / "c.jsonl", 60)])
+    run_scorer(st, make_scorer("embed"))
+    runner = CliRunner()
+    picked = {}
+    for eng in ("local", "ray"):
+        result = runner.invoke(app, ["select", "facility-location", "--budget", "12",
+                                     "--partitions", "3", "--engine", eng, "--name", f"fl-{eng}",
+                                     "--store", str(st.root), "--json"])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads(result.output)
+        assert manifest["size"] == 12 and manifest["params"]["partitions"] == 3
+        picked[eng] = rows(st, f"SELECT id FROM selection_members WHERE selection = 'fl-{eng}' "
+                               "ORDER BY rank")
+    assert picked["local"] == picked["ray"]
