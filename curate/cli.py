@@ -578,8 +578,8 @@ _SELECT_OPTIONS = {  # CLI option -> selector parameter
 def select(
     method: Annotated[str | None, typer.Argument(
         help="random, topk, threshold, longest, length, kmeans, facility-location, log-det, "
-        "semdedup, exact-dedup, token-clean, outcome, rejection-sampling, grape, "
-        "expert-failures (omit with --recipe).", show_default=False)] = None,
+        "similarity, deita, semdedup, exact-dedup, token-clean, outcome, rejection-sampling, "
+        "grape, expert-failures (omit with --recipe).", show_default=False)] = None,
     name: Annotated[str, typer.Option(help="Name to save the selection under.")] = "",
     budget: Annotated[str | None, typer.Option(
         help="A count (1000), a fraction of the pool (5%) or tokens (\"2M tokens\", quoted, "
@@ -591,28 +591,35 @@ def select(
         "\"kind = 'instruction' AND ifd < 1\".")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (random, kmeans, ...).")] = None,
     score: Annotated[str | None, typer.Option(
-        help="topk / threshold: score column or SQL expression to rank by.")] = None,
+        help="topk / threshold / deita: score column or SQL expression to rank by, best "
+        "first: the direction its scorer declares (ppl, nll: lowest first; ifd: highest), "
+        "else highest first.")] = None,
     ascending: Annotated[bool | None, typer.Option(
-        "--ascending", help="topk / threshold: lowest values first.")] = None,
+        "--ascending/--descending", help="topk / threshold / deita: lowest (or highest) "
+        "values first, whatever the scorer declares.", show_default=False)] = None,
     clusters: Annotated[int | None, typer.Option(help="kmeans / semdedup: number of clusters.")
                         ] = None,
     strategy: Annotated[str | None, typer.Option(
-        help="kmeans: balanced, proportional, sensitivity, refine or target. token-clean: "
-        "influence (against --reference) or q-tuning.")] = None,
+        help="kmeans: balanced, proportional, sensitivity, refine or target. similarity: "
+        "mean or round-robin. token-clean: influence (against --reference) or q-tuning.")
+    ] = None,
     target: Annotated[str | None, typer.Option(
-        help="kmeans --strategy target: the set to match (a selection, source:NAME or a "
-        "file, as for `curate evaluate`).")] = None,
+        help="similarity (required), kmeans --strategy target: the set to match (a "
+        "selection, source:NAME or a file, as for `curate evaluate`).")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="semdedup: cosine similarity at or above which two examples are duplicates; "
+        "deita: cosine to a taken row at or above which a row is not taken (0.9); "
         "expert-failures: step score past which a step is harmful.")
     ] = None,
     quality: Annotated[str | None, typer.Option(
         help="facility-location / log-det / kmeans: score or SQL expression for quality "
-        "(higher is better).")] = None,
+        "(higher is better, but for a score its scorer declares lower-better, e.g. ppl).")
+    ] = None,
     quality_weight: Annotated[float | None, typer.Option(
         help="facility-location: weight of the quality term.")] = None,
     keep: Annotated[str | None, typer.Option(
-        help="dedup: which duplicate to keep: a score expression, higher kept (prefix - for "
+        help="dedup: which duplicate to keep: a score expression, higher kept unless its "
+        "scorer declares lower better (prefix - for "
         "lower). token-clean: the fraction of response tokens to train (0.6 or 60%).")
     ] = None,
     reference: Annotated[str | None, typer.Option(
@@ -646,6 +653,8 @@ def select(
       curate select random --budget 5% --name random-5pct\n
       curate select topk --score ifd --budget "2M tokens" --name hard\n
       curate select kmeans --clusters 100 --budget 1000 --name diverse\n
+      curate select similarity --target test.jsonl --strategy round-robin --budget 5% --name near\n
+      curate select deita --score ifd --threshold 0.9 --budget 1000 --name deita\n
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq\n
       curate select facility-location --budget 10% --partitions 8 --engine ray --name fl

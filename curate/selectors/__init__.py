@@ -9,6 +9,10 @@
                        sampling, quality-weighted refinement (Diversify and Conquer)
     facility-location  submodular coverage (+ quality) on a sparse k-NN graph
     log-det            submodular log-determinant (DPP MAP) diversity (+ quality)
+    similarity         closest to a target set: mean cosine, or round-robin over the
+                       target's examples (RDS+)
+    deita              score-first, diversity-aware (DEITA): by quality, each row taken
+                       only if its cosine to every row taken is below a threshold
     semdedup           semantic dedup within k-means clusters (SemDeDup)
     exact-dedup        exact / normalized-text dedup
     outcome            traces / labelled responses by success and reward
@@ -32,6 +36,7 @@ from curate.selectors.deduplicators import ExactDeduplicator, SemanticDeduplicat
 from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector,
                                         LogDeterminantSelector)
 from curate.selectors.recipe import Plan, Step, load_recipe, run_plan, validate
+from curate.selectors.similarity import DeitaSelector, SimilaritySelector
 from curate.selectors.selection import (Selection, check_name, delete_selection,
                                         list_selections, save_selection)
 from curate.selectors.token_clean import TokenCleaner
@@ -41,7 +46,8 @@ from curate.selectors.traces import (ExpertFailureSelector, GrapeSelector, Outco
 SELECTORS: dict[str, type[Selector]] = {
     c.name: c for c in (RandomSelector, TopKSelector, ThresholdSelector, LongestSelector,
                         LengthFilter, KMeansSelector, FacilityLocationSelector,
-                        LogDeterminantSelector, SemanticDeduplicator, ExactDeduplicator,
+                        LogDeterminantSelector, SimilaritySelector, DeitaSelector,
+                        SemanticDeduplicator, ExactDeduplicator,
                         OutcomeSelector, RejectionSampler, GrapeSelector, ExpertFailureSelector,
                         TokenCleaner)
 }

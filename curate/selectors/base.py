@@ -227,6 +227,33 @@ class Pool:
     def columns(self) -> list[str]:
         return [*BASE_COLUMNS, *self._columns]
 
+    def higher_is_better(self, expr: str) -> bool | None:
+        """The direction the scorer declared for the score column `expr` (`ppl`: False,
+        `ifd`: True); None for an expression, or a column whose scorers declare none or
+        disagree."""
+        declared = set()
+        for view, column in self._columns.get(expr.strip(), []):
+            config = self._views[view] / "config.json"
+            try:
+                declared.add(json.loads(config.read_text()).get("higher_is_better", {})
+                             .get(column))
+            except (OSError, ValueError):
+                declared.add(None)
+        return declared.pop() if len(declared) == 1 else None
+
+    def better(self, expr: str, what: str = "score") -> np.ndarray:
+        """`values(expr)` turned so that higher is better: negated for a score column
+        its scorer declares lower-better (quality `ppl` prefers low perplexity)."""
+        values = self.values(expr, what)
+        return -values if self.higher_is_better(expr) is False else values
+
+    def ascending(self, expr: str, given: bool | None) -> bool:
+        """Rank `expr` lowest first? As given, else as its scorer declared (a score
+        where lower is better, such as `ppl`, goes lowest first), else highest first."""
+        if given is not None:
+            return bool(given)
+        return self.higher_is_better(expr) is False
+
     def _query(self, sql: str, what: str) -> pa.Table:
         import duckdb
 

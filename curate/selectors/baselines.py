@@ -27,12 +27,14 @@ class RandomSelector(Selector):
 
 
 class TopKSelector(Selector):
-    """The examples with the highest (or, `ascending`, lowest) value of `score`, a score
-    column or any SQL expression over pairs and scores (`ifd`, `nll - nll_uncond`)."""
+    """The examples with the best value of `score`, a score column or any SQL expression
+    over pairs and scores (`ifd`, `nll - nll_uncond`): the highest, or the lowest when
+    `ascending` or when its scorer declares lower better (`ppl`, `nll`, `repetition`)."""
 
     name = "topk"
 
-    def __init__(self, budget: Budget | str | None = None, score: str = "", ascending: bool = False):
+    def __init__(self, budget: Budget | str | None = None, score: str = "",
+                 ascending: bool | None = None):
         self.budget = budget
         self.score = score
         self.ascending = ascending
@@ -43,7 +45,8 @@ class TopKSelector(Selector):
                               f"e.g. --score ifd; the columns are {', '.join(pool.columns())}")
         costs, limit = self._budget(pool)
         values = pool.values(self.score)
-        order = ranked(values, self.ascending, costs, limit, self.score)
+        order = ranked(values, pool.ascending(self.score, self.ascending), costs, limit,
+                       self.score)
         picked = take_in_order(order, costs, limit)
         return self._selected(pool, picked, values[picked],
                               [f"{self.score} = {v:.4g}" for v in values[picked]])
@@ -63,14 +66,14 @@ def ranked(values: np.ndarray, ascending: bool, costs: np.ndarray, limit: float,
 
 
 class ThresholdSelector(Selector):
-    """Every example whose `score` lies in [min, max], best first; with a budget, the
-    best of them up to the budget."""
+    """Every example whose `score` lies in [min, max], best first (as topk orders them);
+    with a budget, the best of them up to the budget."""
 
     name = "threshold"
     budget_required = False
 
     def __init__(self, score: str = "", min: float | None = None, max: float | None = None,
-                 budget: Budget | str | None = None, ascending: bool = False):
+                 budget: Budget | str | None = None, ascending: bool | None = None):
         self.score = score
         self.min = min
         self.max = max
@@ -87,7 +90,7 @@ class ThresholdSelector(Selector):
             ok &= values >= self.min
         if self.max is not None:
             ok &= values <= self.max
-        order = rank_by(values, descending=not self.ascending)
+        order = rank_by(values, descending=not pool.ascending(self.score, self.ascending))
         order = order[ok[order]]
         if self.budget is not None:
             costs, limit = self._budget(pool)

@@ -39,7 +39,7 @@ class _Deduplicator(Selector):
 def _keep_score(pool: Pool, keep: str | None) -> np.ndarray | None:
     if not keep:
         return None
-    values = pool.values(keep, "keep score")
+    values = pool.better(keep, "keep score")
     return np.where(np.isnan(values), -np.inf, values)
 
 

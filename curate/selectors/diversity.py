@@ -86,7 +86,7 @@ class KMeansSelector(Selector):
         k = self.clusters or default_clusters(len(pool))
         if not 1 <= k <= len(pool):
             raise CurateError(f"--clusters {k} must be between 1 and the pool size {len(pool)}")
-        score = pool.values(self.quality, "quality") if self.quality else None
+        score = pool.better(self.quality, "quality") if self.quality else None
         X = pool.embeddings()
         partitions = _check_partitions(self.partitions, self.name)
         try:
@@ -241,7 +241,7 @@ def _quality(pool: Pool, expr: str | None, weight: float | None
         if weight:
             raise CurateError("--quality-weight needs --quality, the score to weight")
         return None, 0.0
-    q = pool.values(expr, "quality")
+    q = pool.better(expr, "quality")
     if np.isnan(q).all():
         raise CurateError(f"quality `{expr}` is null for every pool example\n  fix: run the "
                           "scorer it comes from, or choose another score")

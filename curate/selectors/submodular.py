@@ -91,7 +91,7 @@ def _fl_greedy(csr: tuple[np.ndarray, np.ndarray, np.ndarray], n_rows: int,
     indptr, cols, vals = csr
     sample = len(costs)
     if optimizer == "stochastic":
-        sample = math.ceil(len(costs) / max(1, _max_items(costs, limit)) * math.log(1 / epsilon))
+        sample = math.ceil(len(costs) / max(1, max_items(costs, limit)) * math.log(1 / epsilon))
 
     def run(by_ratio: bool) -> Selection:
         cover = _Coverage(indptr, cols, vals, modular, n_rows)
@@ -398,7 +398,7 @@ def log_determinant(X: np.ndarray, costs: np.ndarray | None = None,
         X /= norms[:, None]
     costs, limit = _check_budget(costs, limit, n)
     q = np.exp(quality_weight * _unit_quality(quality, quality_weight, n))
-    most = min(n, _max_items(costs, limit))
+    most = min(n, max_items(costs, limit))
     need = 8 * n * (most + d)
     if need > max_memory_bytes:
         raise ValueError(
@@ -458,7 +458,7 @@ def _check_budget(costs: np.ndarray | None, limit: float | None,
     return costs, float(limit)
 
 
-def _max_items(costs: np.ndarray, limit: float) -> int:
+def max_items(costs: np.ndarray, limit: float) -> int:
     """The most items any selection within the budget can hold: the cheapest ones."""
     return int(np.searchsorted(np.cumsum(np.sort(costs)), limit, side="right"))
 
