@@ -641,7 +641,10 @@ def select(
         "(default: local).", show_default=False)] = None,
     address: AddressOpt = None, workers: WorkersOpt = None,
     embed: Annotated[str | None, typer.Option(
-        help="Embed configuration folder to use (default: the newest).")] = None,
+        "--embed", "--embedder", help="Which embeddings: an embed configuration (its folder "
+        "under scores/embed), the model one was made with (minilm), or lm: the newest made "
+        "with a causal LM's hidden states (`curate score embed --model smollm2-135m`) "
+        "(default: the newest configuration).", show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a selection of the same name.")
                          ] = False,
     store: StoreOpt = None,

@@ -164,9 +164,23 @@ def _converted(spec: ModelSpec) -> Path:
     return target
 
 
+def kind_of(name: str) -> str:
+    """`embedding` (a sentence-transformers model) or `causal-lm`, of a registry name or
+    a local folder."""
+    if name in MODELS:
+        return MODELS[name].kind
+    path = resolve(name)
+    return "embedding" if (path / "modules.json").is_file() else "causal-lm"
+
+
 @functools.cache
 def load_embedder(name: str = "minilm", device_name: str | None = None):
-    """A SentenceTransformer, loaded once per process."""
+    """A SentenceTransformer, loaded once per process; for a causal LM, its hidden-state
+    embedder with the same `encode` (see `curate.scoring.embed.HiddenStateEmbedder`)."""
+    if kind_of(name) == "causal-lm":
+        from curate.scoring.embed import HiddenStateEmbedder
+
+        return HiddenStateEmbedder(*load_causal_lm(name, device_name))
     from sentence_transformers import SentenceTransformer
 
     _quiet_transformers()

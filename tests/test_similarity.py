@@ -186,3 +186,27 @@ def test_cli_similarity_round_robin(embedded):
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["size"] == 4
+
+
+def test_lm_hidden_state_embeddings_and_select_with_embedder_lm(embedded, tiny):
+    """`curate score embed --model <causal LM>` stores position-weighted mean-pooled last
+    hidden states; `--embedder lm` selects with them."""
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+    from curate.scoring.embed import load_vectors
+
+    store, target = embedded
+    report = run_scorer(store, make_scorer("embed", model=tiny))
+    assert report.scored == 60
+    ids, vectors = load_vectors(__import__("pathlib").Path(report.folder))
+    assert vectors.shape == (60, 32)  # the tiny Llama's hidden size
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert len({v.tobytes() for v in vectors}) == 60  # texts differ, so do their vectors
+    result = CliRunner().invoke(app, ["select", "similarity", "--target", str(target),
+                                      "--budget", "5", "--embedder", "lm", "--name", "lm-near",
+                                      "--overwrite", "--store", str(store.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["size"] == 5
+    with pytest.raises(CurateError, match="no embed configuration 'bert'"):
+        select(store, "similarity", "x", budget=5, target=str(target), embed="bert")

@@ -366,11 +366,17 @@ class Pool:
         root = self.store.root / "scores" / "embed"
         if self.embed_config:
             folder = root / self.embed_config
-            if not (folder / "config.json").is_file():
-                have = sorted(p.parent.name for p in root.glob("*/config.json"))
-                raise CurateError(f"no embed configuration {self.embed_config!r}\n  fix: use "
-                                  f"one of {', '.join(have) or '(none: run `curate score embed`)'}")
-            return folder
+            if (folder / "config.json").is_file():
+                return folder
+            by_model = _embed_by_model(root, self.embed_config)
+            if by_model is not None:
+                return by_model
+            have = sorted(p.parent.name for p in root.glob("*/config.json"))
+            raise CurateError(
+                f"no embed configuration {self.embed_config!r}\n  fix: use one of "
+                f"{', '.join(have) or '(none: run `curate score embed`)'}, a model name one "
+                "was made with (minilm), or lm (the newest made with a causal LM: `curate "
+                "score embed --model smollm2-135m`)")
         if "scores_embed" not in self._views:
             raise CurateError("this method needs embeddings and the store has none\n"
                               "  fix: run `curate score embed` first")
@@ -455,6 +461,24 @@ class Selector:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def _embed_by_model(root: Path, name: str) -> Path | None:
+    """The newest embed configuration made with model `name`, or with any causal LM
+    when `name` is `lm`."""
+    from curate.models import kind_of
+
+    def made_with(config: Path) -> bool:
+        model = json.loads(config.read_text()).get("model")
+        if name == "lm":
+            try:
+                return model is not None and kind_of(model) == "causal-lm"
+            except CurateError:
+                return False
+        return model == name
+
+    found = [c for c in root.glob("*/config.json") if made_with(c)]
+    return max(found, key=lambda c: c.stat().st_mtime).parent if found else None
 
 
 def _plain(value):
