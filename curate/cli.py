@@ -631,6 +631,12 @@ def select(
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="Any other option of the method, KEY=VALUE (repeatable).")
     ] = None,
+    rounds: Annotated[int | None, typer.Option(
+        help="kmeans: kMQ iterative refinement (Diversify and Conquer) in this many rounds: "
+        "each round fine-tunes on what is selected so far and gives the next round's quotas "
+        "to the clusters the model still finds hard; training options as -p model=.. -p "
+        "max_steps=.. -p method=lora; each round is saved as NAME-r<i> and a rerun resumes.",
+        show_default=False)] = None,
     partitions: Annotated[int | None, typer.Option(
         help="facility-location: GreeDi over this many random partitions (greedy per "
         "partition, then over the union of their picks); kmeans: Lloyd's iterations over "
@@ -698,6 +704,9 @@ def select(
                 raise CurateError(f"--param {item!r}: the value is not a YAML scalar or list "
                                   f"({str(e).splitlines()[0]})\n  fix: quote it, e.g. "
                                   f"-p '{key}=\"{value}\"'") from None
+    if rounds is not None:
+        _select_rounds(st, method, name, params, where, rounds, as_json)
+        return
     with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
             else _nullcontext() as status:
         def progress(step: str, rows: int) -> None:
@@ -715,6 +724,40 @@ def select(
                       f"examples{tokens} ({manifest['method']}, budget {manifest['budget']}"
                       f"{dropped}) in {manifest['seconds']:.1f}s\n"
                       f"  export: curate export --selection {sel.name} --out {sel.name}.jsonl")
+
+
+_TRAIN_KEYS = ("model", "method", "epochs", "max_steps", "lr", "batch_tokens", "max_tokens",
+               "lora_r", "device")
+
+
+def _select_rounds(st, method, name, params, where, rounds, as_json) -> None:
+    """`select kmeans --rounds N`: kMQ rounds with training feedback (curate.finetune.rounds)."""
+    from curate.finetune.rounds import kmq_rounds
+    from curate.finetune.train import TrainConfig
+
+    if method != "kmeans":
+        raise CurateError("--rounds goes with kmeans (kMQ iterative refinement)\n  fix: "
+                          "curate select kmeans --rounds 3 --budget B --name N")
+    train = {k: params.pop(k) for k in _TRAIN_KEYS if k in params}
+    options = {k: params.pop(k) for k in ("clusters", "seed", "temperature") if k in params}
+    params.pop("strategy", None)  # the rounds are the refinement
+    budget = params.pop("budget", None)
+    if budget is None:
+        raise CurateError("kmeans --rounds needs a budget\n  fix: pass --budget (1000, 5%)")
+    if params:
+        raise CurateError(f"kmeans --rounds takes no option {', '.join(params)}\n  fix: its "
+                          f"options are --clusters, --seed, -p temperature=, and the training "
+                          f"options {', '.join(_TRAIN_KEYS)} as -p KEY=VALUE")
+    report = kmq_rounds(st, name, budget, rounds=rounds, config=TrainConfig(**train),
+                        where=where, say=(lambda t: None) if as_json else
+                        (lambda t: err.print(t, markup=False, highlight=False)), **options)
+    if as_json:
+        print(json.dumps({"name": name, "rounds": report.rounds}))
+    else:
+        size = report.rounds[-1]["size"] if report.rounds else 0
+        console.print(f"selection {name!r}: {size:,} examples in {rounds} kMQ round(s) "
+                      f"(each saved as {name}-r<i>)\n  export: curate export --selection "
+                      f"{name} --out {name}.jsonl")
 
 
 class _nullcontext:

@@ -1,0 +1,166 @@
+"""kMQ iterative refinement (Diversify and Conquer, Yu et al. 2024): selection in rounds
+with the model's own training feedback.
+
+Round 1 takes the round's share of the budget with balanced quotas over k-means
+clusters of the pool. After each round a model is fine-tuned on everything selected so
+far and its mean response loss is measured on a seeded sample of each cluster's rows
+not selected yet; the next round's quotas go to the clusters the model still finds
+hard (`refine_quotas`: softmax of the standardized losses). Every round is saved as
+selection `<name>-r<i>` (cumulative) and trained as an ordinary `curate finetune` run,
+so a stopped run resumes from the last finished round; the last round is also saved as
+`<name>`.
+
+This lives above the selectors (it trains), so that the k-means estimator stays a pure
+estimator: it only draws each round's rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from curate.errors import CurateError
+from curate.finetune.train import TrainConfig, finetune, load_run_model
+
+PROBE_ROWS = 16  # unselected rows per cluster whose loss is the round's feedback
+
+
+@dataclass
+class RoundsReport:
+    name: str
+    rounds: list[dict] = field(default_factory=list)  # per round: size, run, cluster losses
+
+
+def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None = None,
+               config: TrainConfig | None = None, where: str | None = None, seed: int = 0,
+               temperature: float = 1.0, probe_rows: int = PROBE_ROWS,
+               say=lambda text: None) -> RoundsReport:
+    """Select `budget` from the pool in `rounds` rounds (see the module docstring);
+    returns what each round chose and measured. `config` trains each round's model."""
+    from curate.scoring.lm import LMScorer
+    from curate.selectors import Budget, Pool
+    from curate.selectors import kmeans as km
+    from curate.selectors.selection import Selection, check_name, save_selection
+
+    check_name(name)
+    if int(rounds) != rounds or rounds < 1:
+        raise CurateError(f"--rounds {rounds!r} must be a whole number >= 1")
+    config = config or TrainConfig()
+    report = RoundsReport(name)
+    pool = Pool(store, where)
+    try:
+        costs, limit = Budget.parse(budget).resolve(pool)
+        k = clusters or max(2, int(round(np.sqrt(len(pool) / 2))))
+        if not 1 <= k <= len(pool):
+            raise CurateError(f"--clusters {k} must be between 1 and the pool size {len(pool)}")
+        labels = km.kmeans(pool.embeddings(), k, seed=seed).labels
+        params = {"rounds": rounds, "clusters": k, "seed": seed, "temperature": temperature,
+                  "probe_rows": probe_rows, "train": config.__dict__, "where": where,
+                  "budget": str(Budget.parse(budget))}
+        chosen = np.zeros(len(pool), bool)
+        order: list[int] = []
+        reasons: list[str] = []
+        losses = None
+        for r in range(1, rounds + 1):
+            round_name = f"{name}-r{r}"
+            saved = _saved(store, round_name, params, pool.fingerprint())
+            share = limit * r / rounds - costs[chosen].sum()  # what this round may add
+            if saved is not None:
+                order, reasons = saved
+                chosen[:] = False
+                chosen[order] = True
+                say(f"round {r}: selection {round_name} already made ({len(order)} rows)")
+            else:
+                rest = np.flatnonzero(~chosen)
+                if losses is None:
+                    picked, why = km.balanced_sample(labels[rest], costs[rest], share,
+                                                     seed=seed + r)
+                else:
+                    picked, why = km.refine_quotas(labels[rest], losses, costs[rest], share,
+                                                   temperature=temperature, seed=seed + r)
+                new = rest[np.asarray(picked, np.int64)]
+                order = order + new.tolist()
+                reasons = reasons + [f"round {r}: {w}" for w in why]
+                chosen[new] = True
+                save_selection(store, Selection(
+                    name=round_name, method="kmq-rounds", params={**params, "round": r},
+                    budget=params["budget"], ids=list(pool.ids[order]),
+                    gains=np.zeros(len(order)), reasons=reasons, pool_size=len(pool),
+                    fingerprint=pool.fingerprint(), pool_where=where), overwrite=True)
+                say(f"round {r}: selected {len(new)} more rows ({len(order)} in {round_name})")
+            entry = {"round": r, "selection": round_name, "size": len(order)}
+            if r < rounds:  # the feedback for the next round
+                run = finetune(store, round_name, config)
+                model, tokenizer = load_run_model(store, run.run_id, config.device)
+                scorer = LMScorer.with_model(model, tokenizer, max_tokens=config.max_tokens)
+                losses = _cluster_losses(store, pool, labels, chosen, scorer, k, probe_rows,
+                                         seed + r)
+                entry |= {"run": run.run_id, "cluster_loss": [None if np.isnan(v) else
+                                                               round(float(v), 4)
+                                                               for v in losses]}
+                say(f"round {r}: trained {run.run_id}; mean probe loss "
+                    f"{np.nanmean(losses):.4f} over {k} clusters")
+            report.rounds.append(entry)
+        save_selection(store, Selection(
+            name=name, method="kmq-rounds", params={**params, "log": report.rounds},
+            budget=params["budget"], ids=list(pool.ids[order]), gains=np.zeros(len(order)),
+            reasons=reasons, pool_size=len(pool), fingerprint=pool.fingerprint(),
+            pool_where=where), overwrite=True)
+    finally:
+        pool.close()
+    return report
+
+
+def _saved(store, name: str, params: dict, fingerprint: str):
+    """(pool rows in order, reasons) of a round saved by the same run, else None."""
+    import pyarrow.parquet as pq
+
+    folder = store.root / "selections" / name
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = {k: v for k, v in manifest["params"].items() if k != "round"} == \
+        json.loads(json.dumps(params))
+    if not same or manifest["fingerprint"] != fingerprint:
+        return None
+    members = pq.read_table(folder / "members.parquet").sort_by("rank")
+    from curate.selectors import Pool
+
+    pool = Pool(store, manifest.get("pool_where"))
+    try:
+        index = {i: k for k, i in enumerate(pool.ids)}
+    finally:
+        pool.close()
+    return [index[i] for i in members["id"].to_pylist()], members["reason"].to_pylist()
+
+
+def _cluster_losses(store, pool, labels: np.ndarray, chosen: np.ndarray, scorer, k: int,
+                    rows: int, seed: int) -> np.ndarray:
+    """Mean response NLL of the round's model on up to `rows` unselected rows of each
+    cluster (NaN for a cluster with none left)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    probe: list[int] = []
+    for c in range(k):
+        members = np.flatnonzero((labels == c) & ~chosen)
+        probe += rng.permutation(members)[:rows].tolist()
+    ids = list(pool.ids[probe])
+    con = store.connect()
+    try:
+        table = con.sql("SELECT id, messages FROM examples WHERE id IN (SELECT unnest(?))",
+                        params=[ids]).to_arrow_table()
+    finally:
+        con.close()
+    by_id = dict(zip(table["id"].to_pylist(), table["messages"].to_pylist()))
+    nll = scorer.score(pa.table({"id": ids, "messages": [by_id[i] for i in ids]}))["nll"]
+    values = np.array([np.nan if v is None else v for v in nll.to_pylist()], np.float64)
+    out = np.full(k, np.nan)
+    for c in range(k):
+        mine = values[labels[probe] == c]
+        if np.isfinite(mine).any():
+            out[c] = np.nanmean(mine)
+    return out
