@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 import os
-import platform
+import sys
+
+# benchmarks/selectors.py shadows the standard library's `selectors` (which platform,
+# importlib.metadata and asyncio import) when this folder is first on sys.path, as it is
+# for `python benchmarks/<name>.py`: load the real one first, for every benchmark.
+if "selectors" not in sys.modules:
+    _here = os.path.dirname(os.path.abspath(__file__))
+    _path = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    try:
+        import selectors  # noqa: F401  (the standard library's)
+    finally:
+        sys.path[:] = _path
+
+import platform  # noqa: E402
 from importlib.metadata import PackageNotFoundError, version
 
 

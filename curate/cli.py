@@ -149,6 +149,8 @@ def ingest(
         print(json.dumps(report.to_dict(), default=str))
     else:
         _print_ingest(report, st)
+        if runner.name != "local":
+            console.print(f"engine: {runner.describe()}", markup=False)
     if report.refused:
         raise CurateError("\n".join(
             f"{f.path}: refused: {f.refused}\n  fix: {f.fix}" for f in report.refused))
@@ -536,6 +538,8 @@ def score(
         console.print(f"{report.scorer}: scored {report.scored} ({report.skipped} with a reason),"
                       f" {report.cached} already cached; view scores_{report.scorer}; "
                       f"{report.seconds:.1f}s")
+        if runner.name != "local":
+            console.print(f"  engine: {runner.describe()}", markup=False)
         if gradients and sc.snapshots:
             console.print(f"  warm-up run {sc.run_id}: {len(sc.snapshots)} snapshot(s) at steps "
                           f"{', '.join(str(s.step) for s in sc.snapshots)}; gradients computed "

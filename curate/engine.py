@@ -127,7 +127,9 @@ class RayEngine(Engine):
         if not items:
             return
         use_gpu = gpus and self.gpus() > 0
-        size = min(self.parallelism(gpus=use_gpu), len(items))
+        # one GPU per worker: asking for more workers than GPUs would wait forever
+        size = min(self.parallelism(gpus=use_gpu), len(items),
+                   self.gpus() if use_gpu else len(items))
         ds = ray.data.from_items([{"item": i} for i in range(len(items))],
                                  override_num_blocks=len(items))
 

@@ -174,6 +174,26 @@ def kind_of(name: str) -> str:
 
 
 @functools.cache
+def embedding_dimension(name: str) -> int:
+    """The length of the vectors `load_embedder(name)` makes, read from the model's files
+    (no weights loaded: an engine's driver needs it, its workers the model)."""
+    path = resolve(name)
+    if kind_of(name) == "causal-lm":
+        return int(json.loads((path / "config.json").read_text())["hidden_size"])
+    dim = None
+    for module in json.loads((path / "modules.json").read_text()):
+        config = path / module.get("path", "") / "config.json"
+        kind = module.get("type", "")
+        if kind.endswith("Pooling") and config.is_file():
+            dim = json.loads(config.read_text()).get("word_embedding_dimension", dim)
+        elif kind.endswith("Dense") and config.is_file():
+            dim = json.loads(config.read_text()).get("out_features", dim)
+    if dim is None:  # an unusual stack: ask the model itself
+        return int(load_embedder(name).get_embedding_dimension())
+    return int(dim)
+
+
+@functools.cache
 def load_embedder(name: str = "minilm", device_name: str | None = None):
     """A SentenceTransformer, loaded once per process; for a causal LM, its hidden-state
     embedder with the same `encode` (see `curate.scoring.embed.HiddenStateEmbedder`)."""

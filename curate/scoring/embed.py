@@ -48,7 +48,10 @@ class EmbedScorer(Scorer):
 
     @property
     def columns(self) -> dict[str, pa.DataType]:  # type: ignore[override]
-        dim = self._encoder().get_embedding_dimension()
+        from curate.models import embedding_dimension
+
+        dim = (self._model.get_embedding_dimension() if self._model is not None
+               else embedding_dimension(self.model))
         return {"embedding": pa.list_(pa.float32(), dim)}
 
     def score(self, batch: pa.Table) -> pa.Table:
