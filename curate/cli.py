@@ -666,11 +666,11 @@ def select(
       curate select random --budget 5% --name random-5pct\n
       curate select topk --score ifd --budget "2M tokens" --name hard\n
       curate select kmeans --clusters 100 --budget 1000 --name diverse\n
-      curate select similarity --target test.jsonl --strategy round-robin --budget 5% --name near\n
+      curate select similarity --target test.jsonl --budget 5% --name near\n
       curate select deita --score ifd --threshold 0.9 --budget 1000 --name deita\n
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq\n
-      curate select facility-location --budget 10% --partitions 8 --engine ray --name fl
+      curate select facility-location --budget 10% --partitions 8 --name fl
     """
     import yaml
 
