@@ -65,7 +65,7 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
         losses = None
         for r in range(1, rounds + 1):
             round_name = f"{name}-r{r}"
-            saved = _saved(store, round_name, params, pool.fingerprint())
+            saved = _saved(store, round_name, params, pool)
             share = limit * r / rounds - costs[chosen].sum()  # what this round may add
             if saved is not None:
                 order, reasons = saved
@@ -113,7 +113,7 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
     return report
 
 
-def _saved(store, name: str, params: dict, fingerprint: str):
+def _saved(store, name: str, params: dict, pool):
     """(pool rows in order, reasons) of a round saved by the same run, else None."""
     import pyarrow.parquet as pq
 
@@ -124,16 +124,10 @@ def _saved(store, name: str, params: dict, fingerprint: str):
         return None
     same = {k: v for k, v in manifest["params"].items() if k != "round"} == \
         json.loads(json.dumps(params))
-    if not same or manifest["fingerprint"] != fingerprint:
+    if not same or manifest["fingerprint"] != pool.fingerprint():
         return None
     members = pq.read_table(folder / "members.parquet").sort_by("rank")
-    from curate.selectors import Pool
-
-    pool = Pool(store, manifest.get("pool_where"))
-    try:
-        index = {i: k for k, i in enumerate(pool.ids)}
-    finally:
-        pool.close()
+    index = {i: k for k, i in enumerate(pool.ids)}
     return [index[i] for i in members["id"].to_pylist()], members["reason"].to_pylist()
 
 

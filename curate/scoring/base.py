@@ -155,16 +155,12 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
             # --repair) must not make a new part overwrite a committed one
             seq = 1 + max((int(p.stem.split("-")[1]) for p in folder.glob("part-*.parquet")
                            if p.stem.split("-")[1].isdigit()), default=-1)
-            if engine.name == "local":
-                for shard in _shards(pending, shard_rows):
-                    done = score_shard(scorer, shard, folder / f"part-{seq:06d}.parquet")
-                    seq += 1
-                    scored, skipped = scored + done["rows"], skipped + done["skipped"]
-                    progress.advance(done["rows"])
-            else:
-                for done in _run_on(engine, scorer, pending, shard_rows, folder, seq):
-                    scored, skipped = scored + done["rows"], skipped + done["skipped"]
-                    progress.advance(done["rows"])
+            shards = (_run_here(scorer, pending, shard_rows, folder, seq)
+                      if engine.name == "local" else
+                      _run_on(engine, scorer, pending, shard_rows, folder, seq))
+            for done in shards:
+                scored, skipped = scored + done["rows"], skipped + done["skipped"]
+                progress.advance(done["rows"])
             if scored or not scorer.finished(folder):
                 scorer.finish(folder)
         finally:
@@ -221,6 +217,13 @@ class ShardWorker:
     def __call__(self, item: dict) -> dict:
         done = score_shard(self.scorer, pq.read_table(item["plan"]), Path(item["out"]))
         return {**item, **done}
+
+
+def _run_here(scorer: Scorer, pending: pa.RecordBatchReader, rows: int, folder: Path,
+              seq: int):
+    """The planned shards scored and committed in this process, one after another."""
+    for i, shard in enumerate(_shards(pending, rows)):
+        yield score_shard(scorer, shard, folder / f"part-{seq + i:06d}.parquet")
 
 
 def _run_on(engine, scorer: Scorer, pending: pa.RecordBatchReader, rows: int, folder: Path,

@@ -184,7 +184,7 @@ def diverse_in_order(X: np.ndarray, order: np.ndarray, costs: np.ndarray, limit:
         for b, i in enumerate(block):
             if before[b] >= threshold or spent + costs[i] > limit:
                 continue
-            near = max(before[b], max((inside[b, c] for c in chosen), default=-1.0))
+            near = max(before[b], inside[b, chosen].max()) if chosen else before[b]
             if near >= threshold:
                 continue
             chosen.append(b)
