@@ -8,7 +8,10 @@ round-robin over its 294 templates), written as JSONL into the cache and ingeste
 source names gsm8k, codealpaca, fireact, t0. Targets, never in the pool (asserted by id):
   gsm8k    the first --gsm8k-target rows of GSM8K test
   general  --general-per-source rows of each source from rows left out of the pool
-           (ingested in their own format into a side store, exported as chat messages)
+           (ingested in their own format into a side store, exported as chat messages):
+           a target that mirrors the pool's mix
+  code     --code-target held-out Code Alpaca rows: a target that does not mirror the
+           pool (a quarter of the pool is code)
 
 Budget: every arm gets the same token budget, B = --budget-examples x the pool's mean
 tokens per example. Tokens are those the trainer sees (the chat template rendered and
@@ -17,9 +20,23 @@ tokenized by `curate.finetune.data.encode`, cut at --max-tokens): the library's
 misses the earlier turns of multi-turn traces (FireAct: ~60 counted vs ~250 trained),
 so the selectors here get a Pool whose `tokens()` returns the trainer's counts.
 
-Arms (--arms; each a saved selection in the cache store):
-  random            --random-seeds selections (seeds 0, 1, 2): the baseline and its spread
+Arms (--arms; each a saved selection in the cache store; the default run takes random,
+length-filter, deita, kmq-3rounds, similarity-mean and similarity-rr):
+  random            --random-seeds selections (seeds 0..N-1): the baseline and its spread
   longest           longest responses ("Long Is More")
+  length-filter     token length as a filter ("Random is almost all you need"): rows whose
+                    response_tokens are at least the pool's median, then random (seed 0)
+  deita             `select deita --score response_tokens --threshold 0.9`: longest first,
+                    a row only if its MiniLM cosine to every row taken is below 0.9
+  kmq-3rounds       `select kmeans --rounds 3` (kmq_rounds): balanced k-means quotas in
+                    round 1, then each round's quotas to the clusters the round's
+                    fine-tuned model (training seed 0) still finds hard
+  similarity-mean   `select similarity --strategy mean`: top by mean MiniLM cosine to the
+                    target's examples; one selection per target, evaluated on it
+  similarity-rr     `select similarity --strategy round-robin` (RDS+): each target
+                    example in turn takes its nearest unselected row; per target
+  similarity-rr-lm  the same over the causal LM's hidden states (`score embed --model
+                    smollm2-135m`, weighted mean pooling); per target
   ppl-band          the candidates nearest the median log-perplexity (Marion et al. 2023)
   ifd               highest IFD among candidates with IFD < 1 (Cherry LLM)
   kmeans-balanced   --clusters k-means clusters, equal quota per cluster (kMQ)
@@ -35,8 +52,6 @@ Arms (--arms; each a saved selection in the cache store):
   fl-quality        facility location + quality ln(1 + response_tokens) (weight
                     --fl-quality-weight, in similarity units)
   semdedup-random   SemDeDup at cosine 0.9, then random (seed 0)
-  embed-sim         top by mean cosine (MiniLM, text `all`) to the target's examples:
-                    one selection per target, evaluated on its own target only
   kmeans-target     `kmeans --strategy target`: cluster quotas follow the target's
                     examples over the pool's --clusters clusters, rows nearest a target
                     example first; one selection per target, evaluated on its own
@@ -52,10 +67,12 @@ The lm scorer (both passes) runs at ~100-200 tokens/s on 2 CPU cores, so it scor
 seeded random subset of the pool (--lm-candidates rows, --lm-max-tokens): ppl-band and
 ifd choose from those candidates, every other arm from the whole pool.
 
-Runs: every arm is trained with training seeds 0..--seeds-1 (default 1: a 1-seed arm);
-random is --random-seeds selections, each trained with the same training seeds. Delta
-is against the mean of the random runs, z = delta / their std (the spread of random
-selections), p = Welch's t-test when an arm has 2+ runs. Everything (data, scores,
+Runs: every arm is trained with training seeds 0..--seeds-1 (default 3); random is
+--random-seeds selections (default 5), each trained with the same training seeds, so
+its spread holds both the selection's and the training seed's. Runs go seed-major
+(every arm's seed 0, then seed 1, ...). Delta is against the mean of the random runs,
+z = delta / their std, p = Welch's t-test of the arm's runs against the random runs;
+the verdict column says "beats random" only when delta < 0 and p < 0.05. Everything (data, scores,
 selections, runs, evaluations) is cached under benchmarks/.cache/quality/<data key>/, so
 a rerun resumes where it stopped and reuses finished runs and evaluations.
 
@@ -93,29 +110,35 @@ HERE = Path(_HERE)
 CORPORA = HERE.parent.parent / "shared" / "corpora"
 CACHE = HERE / ".cache" / "quality"
 SOURCES = ("gsm8k", "codealpaca", "fireact", "t0")
-ARMS = ("random", "longest", "ppl-band", "ifd", "kmeans-balanced", "kmeans-proportional",
-        "kmeans-refine", "kmeans-target", "fl", "fl-quality", "semdedup-random", "embed-sim",
-        "full-pool", "outcome-random", "token-clean", "influence")
-DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "kmeans-target", "fl",
-             "fl-quality", "semdedup-random")
-PER_TARGET = ("embed-sim", "kmeans-target", "influence")  # one selection per target, evaluated on it
-TARGETS = ("gsm8k", "general")
+ARMS = ("random", "longest", "length-filter", "ppl-band", "ifd", "kmeans-balanced",
+        "kmeans-proportional", "kmeans-refine", "kmq-3rounds", "kmeans-target", "fl",
+        "fl-quality", "semdedup-random", "deita", "similarity-mean", "similarity-rr",
+        "similarity-rr-lm", "full-pool", "outcome-random", "token-clean", "influence")
+# the default run: the baseline and the selectors of the issue-15 comparison
+DEFAULT_ARMS = ("random", "length-filter", "deita", "kmq-3rounds", "similarity-mean",
+                "similarity-rr")
+DIVERSITY = ("kmeans-balanced", "kmeans-proportional", "kmeans-refine", "kmq-3rounds",
+             "kmeans-target", "fl", "fl-quality", "semdedup-random", "deita")
+# one selection per target, evaluated on it
+PER_TARGET = ("similarity-mean", "similarity-rr", "similarity-rr-lm", "kmeans-target",
+              "influence")
+TARGETS = ("gsm8k", "general", "code")
 EOS = "<|endoftext|>"
 
 # --quick / default / --full: every value can be overridden by its flag
 MODES = {
-    "quick": dict(pool=300, gsm8k_target=8, general_per_source=2, lm_candidates=20,
-                  budget_examples=4, clusters=4, refine_probe=2, random_seeds=1, seeds=1,
-                  max_steps=2, epochs=1.0, max_tokens=256, batch_tokens=1024,
-                  influence_warmup=16, influence_checkpoints=1),
-    "default": dict(pool=2400, gsm8k_target=60, general_per_source=15, lm_candidates=300,
-                    budget_examples=120, clusters=12, refine_probe=8, random_seeds=3,
-                    seeds=1, max_steps=None, epochs=1.0, max_tokens=1024, batch_tokens=4096,
-                    influence_warmup=120, influence_checkpoints=2),
-    "full": dict(pool=8000, gsm8k_target=200, general_per_source=50, lm_candidates=0,
-                 budget_examples=400, clusters=40, refine_probe=8, random_seeds=3, seeds=3,
-                 max_steps=None, epochs=2.0, max_tokens=1024, batch_tokens=4096,
-                 influence_warmup=400, influence_checkpoints=4),
+    "quick": dict(pool=300, gsm8k_target=8, general_per_source=2, code_target=6,
+                  lm_candidates=20, budget_examples=4, clusters=4, refine_probe=2,
+                  random_seeds=2, seeds=1, max_steps=2, epochs=1.0, max_tokens=256,
+                  batch_tokens=1024, influence_warmup=16, influence_checkpoints=1),
+    "default": dict(pool=2400, gsm8k_target=30, general_per_source=8, code_target=24,
+                    lm_candidates=300, budget_examples=60, clusters=12, refine_probe=8,
+                    random_seeds=5, seeds=3, max_steps=None, epochs=1.0, max_tokens=1024,
+                    batch_tokens=2048, influence_warmup=120, influence_checkpoints=2),
+    "full": dict(pool=8000, gsm8k_target=200, general_per_source=50, code_target=100,
+                 lm_candidates=0, budget_examples=400, clusters=40, refine_probe=8,
+                 random_seeds=5, seeds=3, max_steps=None, epochs=2.0, max_tokens=1024,
+                 batch_tokens=4096, influence_warmup=400, influence_checkpoints=4),
 }
 
 _T0 = time.time()
@@ -198,37 +221,54 @@ def prepare_data(work: Path, cfg: dict) -> dict:
     rng = np.random.default_rng(cfg["data_seed"])
     raw = {s: read_source(s) for s in SOURCES}
     orders = {s: sample_order(len(raw[s][0]), rng, raw[s][1]) for s in SOURCES}
-    per = cfg["general_per_source"]
-    share = quotas(cfg["pool"], {s: len(orders[s]) - per for s in SOURCES})
+    per, n_code = cfg["general_per_source"], cfg["code_target"]
+    spare = {s: per + (n_code if s == "codealpaca" else 0) for s in SOURCES}
+    share = quotas(cfg["pool"], {s: len(orders[s]) - spare[s] for s in SOURCES})
     store = Store(work / "store")
-    heldout = {}
+    heldout, code = {}, []
     for s in SOURCES:
         records, order = raw[s][0], orders[s]
         pool_file = data / f"pool-{s}.jsonl"
         write_jsonl(pool_file, [records[i] for i in order[: share[s]]])
         ingest(store, [pool_file], source=s)  # skipped when already ingested
         heldout[s] = [records[i] for i in order[share[s]: share[s] + per]]
+        if s == "codealpaca":
+            code = [records[i] for i in order[share[s] + per: share[s] + per + n_code]]
 
-    # targets: GSM8K test slice (a file), and the general mix (exported as messages)
+    # targets: GSM8K test slice (a file), the general mix and held-out code (exported as
+    # chat messages from side stores, without any row whose content is in the pool)
     with open(CORPORA / "gsm8k" / "test.jsonl") as f:
         test = [json.loads(line) for _, line in zip(range(cfg["gsm8k_target"]), f)]
     gsm8k_file = data / f"target-gsm8k-test-{cfg['gsm8k_target']}.jsonl"
     write_jsonl(gsm8k_file, test)
-    general_file = data / f"target-general-{per}x{len(SOURCES)}.jsonl"
     pool_ids = set(_ids(store))
-    if not general_file.is_file():
-        from curate.export import export
-
-        staging = Store(data / "target-staging")
-        for s in SOURCES:
-            src = data / f"target-src-{s}.jsonl"
-            write_jsonl(src, heldout[s])
-            ingest(staging, [src], source=s)
-        clash = sorted(set(_ids(staging)) & pool_ids)  # content equal to a pool row
-        where = ("id NOT IN (" + ", ".join(f"'{i}'" for i in clash) + ")") if clash else None
-        export(staging, general_file, format="messages", where=where)
-    return {"store": store, "targets": {"gsm8k": str(gsm8k_file), "general": str(general_file)},
+    general_file = data / f"target-general-{per}x{len(SOURCES)}.jsonl"
+    export_target(general_file, data / "target-staging", heldout, pool_ids)
+    code_file = data / f"target-code-{n_code}.jsonl"
+    export_target(code_file, data / "target-code-staging", {"codealpaca": code}, pool_ids)
+    return {"store": store, "targets": {"gsm8k": str(gsm8k_file), "general": str(general_file),
+                                        "code": str(code_file)},
             "pool_rows": share, "pool_ids": pool_ids}
+
+
+def export_target(path: Path, staging_root: Path, records: dict[str, list[dict]],
+                  pool_ids: set[str]) -> None:
+    """Ingest each source's held-out records (in their own format) into a side store and
+    export them as chat messages, leaving out any whose content is a pool row."""
+    if path.is_file():
+        return
+    from curate.export import export
+    from curate.ingest import ingest
+    from curate.store import Store
+
+    staging = Store(staging_root)
+    for s, recs in records.items():
+        src = staging_root.parent / f"{staging_root.name}-src-{s}.jsonl"
+        write_jsonl(src, recs)
+        ingest(staging, [src], source=s)
+    clash = sorted(set(_ids(staging)) & pool_ids)  # content equal to a pool row
+    where = ("id NOT IN (" + ", ".join(f"'{i}'" for i in clash) + ")") if clash else None
+    export(staging, path, format="messages", where=where)
 
 
 def _ids(store) -> list[str]:
@@ -268,7 +308,8 @@ def train_tokens(store, model: str, max_tokens: int) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------- selection
-def make_pool(store, costs: dict[str, int], where: str | None = None):
+def make_pool(store, costs: dict[str, int], where: str | None = None,
+              embed_config: str | None = None):
     """curate's Pool with `tokens()` = the trainer's token counts (see the docstring)."""
     from curate.selectors import Pool
 
@@ -276,7 +317,7 @@ def make_pool(store, costs: dict[str, int], where: str | None = None):
         def tokens(self) -> np.ndarray:
             return self._train_tokens[self.rows]
 
-    pool = TrainTokenPool(store, where)
+    pool = TrainTokenPool(store, where, embed_config)
     pool._train_tokens = np.array([costs[i] for i in pool._root_ids], np.float64)
     return pool
 
@@ -299,12 +340,13 @@ def save(store, pool, name: str, method: str, params: dict, budget: str, order: 
     return sel
 
 
-def select_method(store, costs, name: str, method: str, where: str | None = None, **params):
+def select_method(store, costs, name: str, method: str, where: str | None = None,
+                  embed_config: str | None = None, **params):
     """Run one library selector on the pool (trainer token costs) and save it."""
     from curate.selectors import make_selector
 
     started = time.time()
-    pool = make_pool(store, costs, where)
+    pool = make_pool(store, costs, where, embed_config)
     try:
         s = make_selector(method, **params).fit(pool)
         return save(store, pool, name, method, s.get_params(), str(params.get("budget")),
@@ -345,30 +387,20 @@ def select_then_random(store, costs, name: str, budget: str, kind: str, method: 
         pool.close()
 
 
-def select_embed_sim(store, costs, name: str, budget: str, target: str):
-    """Top pool rows by mean cosine similarity to the target's examples (MiniLM, the
-    embed scorer's `all` text: "role: content" lines)."""
-    from curate.finetune.evaluate import load_target
-    from curate.models import load_embedder
-    from curate.selectors.base import Budget, take_in_order
+def select_kmq(store, costs, name: str, budget: str, cfg: dict, config) -> dict:
+    """kMQ in rounds (`curate select kmeans --rounds 3`, `kmq_rounds`) on the trainer-token
+    pool: each round's model is trained with the benchmark's config (seed 0)."""
+    from curate.finetune.rounds import kmq_rounds
 
     started = time.time()
-    tgt = load_target(store, target)
-    texts = ["\n".join(f"{m['role']}: {m['content'] or ''}" for m in msgs)
-             for msgs in tgt.messages]
-    T = load_embedder("minilm").encode(texts, normalize_embeddings=True, batch_size=64)
-    centroid = np.asarray(T, np.float32).mean(axis=0)  # mean cosine = X . mean(T)
     pool = make_pool(store, costs)
     try:
-        sim = pool.embeddings() @ centroid
-        c, limit = Budget.parse(budget).resolve(pool)
-        order = take_in_order(np.argsort(-sim, kind="stable"), c, limit)
-        return save(store, pool, name, "embedding-similarity",
-                    {"target": target, "embed_model": "minilm", "text": "all",
-                     "score": "mean cosine to the target"}, budget, order, gains=sim[order],
-                    reasons=[f"mean cosine {v:.4f}" for v in sim[order]], started=started)
+        rep = kmq_rounds(store, name, budget, rounds=3, clusters=cfg["clusters"],
+                         config=replace(config, seed=0), probe_rows=cfg["refine_probe"],
+                         say=lambda text: log(f"  {name}: {text}"), pool=pool)
     finally:
         pool.close()
+    return {"rounds": rep.rounds, "seconds": round(time.time() - started, 1)}
 
 
 def select_token_clean(store, costs, name: str, rows_of: str, reference_run: str):
@@ -585,47 +617,56 @@ def leaderboard(target: str, base_nll: float, runs: list[dict], arms: list[str])
 
                 p = ttest_ind(nll, rand, equal_var=False).pvalue
                 row["p_value"] = None if np.isnan(p) else float(p)
+        row["verdict"] = verdict(row)
         rows.append(row)
     rows.sort(key=lambda r: r["nll_mean"])
     return {"target": target, "base_nll": base_nll, "random_mean": r_mean, "random_std": r_std,
             "random_runs": len(rand), "arms": rows}
 
 
+P_BAR = 0.05
+
+
+def beats_random(row: dict) -> bool:
+    return (row["delta_vs_random"] is not None and row["delta_vs_random"] < 0
+            and row["p_value"] is not None and row["p_value"] < P_BAR)
+
+
+def verdict(row: dict) -> str:
+    """The leaderboard's verdict column: "beats random" only at Welch's p < 0.05."""
+    if row["arm"] == "random":
+        return "baseline"
+    if row["p_value"] is None:
+        return "no test (1 run)" if row["runs"] < 2 else "no test"
+    if beats_random(row):
+        return "beats random"
+    if row["delta_vs_random"] > 0 and row["p_value"] < P_BAR:
+        return "worse than random"
+    return "not significant"
+
+
 def verdicts(boards: dict[str, dict]) -> dict[str, str]:
+    """Per target: the best arm and whether it beats random (p < 0.05); on GSM8K also the
+    best library selector against the benchmark's earlier best (embed-sim, 1.036)."""
     out = {}
-    g = boards.get("gsm8k")
-    if g:
-        arms = {r["arm"]: r for r in g["arms"]}
-        full = arms.get("full-pool")
-        tol = g["random_std"] or 0.0
-        for label, row in (("targeted selector embed-sim", arms.get("embed-sim")),
-                           ("best selector", min((r for r in g["arms"] if r["arm"] not in
-                                                  ("random", "full-pool")),
-                                                 key=lambda r: r["nll_mean"], default=None))):
-            if full and row:
-                met = row["nll_mean"] <= full["nll_mean"] + tol
-                out[f"gsm8k ({label})"] = (
-                    f"{row['arm']} {row['nll_mean']:.4f} vs full pool at equal steps "
-                    f"{full['nll_mean']:.4f}" + (f" (+ random std {tol:.4f})" if tol else "")
-                    + f": {'met' if met else 'not met'}")
-    b = boards.get("general")
-    if b:
-        div = [r for r in b["arms"] if r["arm"] in DIVERSITY]
-        if div and b["random_std"]:
-            best = min(div, key=lambda r: r["nll_mean"])
-            met = best["z"] is not None and best["z"] < -2
-            out["general"] = (f"best diversity arm {best['arm']} {best['nll_mean']:.4f}, "
-                              f"delta {best['delta_vs_random']:+.4f} vs random "
-                              f"{b['random_mean']:.4f} +- {b['random_std']:.4f}, z "
-                              f"{best['z']:+.2f} (needs < -2): {'met' if met else 'not met'}")
-        elif div:
-            out["general"] = "random has fewer than 2 runs: no std, no verdict"
+    for k, b in boards.items():
+        rows = [r for r in b["arms"] if r["arm"] not in ("random", "full-pool")]
+        if not rows or b["random_mean"] is None:
+            continue
+        best = min(rows, key=lambda r: r["nll_mean"])
+        winners = [r["arm"] for r in rows if beats_random(r)]
+        p = f"{best['p_value']:.3g}" if best["p_value"] is not None else "n/a"
+        out[k] = (f"best arm {best['arm']} {best['nll_mean']:.4f} vs random "
+                  f"{b['random_mean']:.4f} +- {b['random_std'] or 0:.4f} "
+                  f"({b['random_runs']} runs), delta {best['delta_vs_random']:+.4f}, p {p}; "
+                  + (f"beats random at p < {P_BAR}: {', '.join(winners)}" if winners
+                     else f"no arm beats random at p < {P_BAR}"))
     return out
 
 
 def table(board: dict, one_seed: bool) -> str:
     head = (f"{'arm':<20} {'examples':>8} {'tokens':>8} {'trained':>8} {'steps':>5} {'NLL':>17} "
-            f"{'delta':>8} {'z':>6} {'p':>6} {'s/run':>6}")
+            f"{'delta':>8} {'z':>6} {'p':>6} {'s/run':>6}  verdict")
     lines = ["", f"target {board['target']}: base model NLL {board['base_nll']:.4f}"
              + (f"; random {board['random_mean']:.4f} +- {board['random_std']:.4f} over "
                 f"{board['random_runs']} selections" if board["random_std"] else ""),
@@ -640,7 +681,7 @@ def table(board: dict, one_seed: bool) -> str:
             + (f"{r['delta_vs_random']:>+8.4f}" if r["delta_vs_random"] is not None else " " * 8)
             + (f" {r['z']:>+6.2f}" if r["z"] is not None else " " * 7)
             + (f" {r['p_value']:>6.3f}" if r["p_value"] is not None else " " * 7)
-            + f" {r['seconds_per_run']:>6.0f}")
+            + f" {r['seconds_per_run']:>6.0f}  {verdict(r)}")
     return "\n".join(lines)
 
 
@@ -662,6 +703,7 @@ def main() -> None:
     ap.add_argument("--pool", type=int, help="pool rows, split equally over the 4 sources")
     ap.add_argument("--gsm8k-target", type=int, help="GSM8K test rows in the gsm8k target")
     ap.add_argument("--general-per-source", type=int, help="rows per source in the general target")
+    ap.add_argument("--code-target", type=int, help="held-out Code Alpaca rows in the code target")
     ap.add_argument("--lm-candidates", type=int, help="pool rows the lm scorer scores (0: all)")
     ap.add_argument("--lm-max-tokens", type=int, default=512)
     ap.add_argument("--budget-examples", type=int,
@@ -681,7 +723,8 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, help="padded tokens per batch (4096)")
     ap.add_argument("--max-tokens", type=int, help="training sequence cut (1024)")
     ap.add_argument("--data-seed", type=int, default=0)
-    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS),
+                    help=f"comma-separated; all: {','.join(ARMS)}")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--select-only", action="store_true",
                     help="build the data and the selections, print their mix, train nothing")
@@ -764,7 +807,8 @@ def main() -> None:
     def built(arm: str, name: str, sel) -> None:
         if arm not in ("full-pool",) and (sel.tokens or 0) < 0.9 * budget_tokens:
             log(f"  note: {name} holds {sel.tokens} tokens, under the budget: its candidates "
-                "cannot fill it (raise --lm-candidates)")
+                "cannot fill it" + (" (raise --lm-candidates)" if arm in ("ppl-band", "ifd",
+                                                                          "influence") else ""))
         selections[name] = {"arm": arm, "method": sel.method, "params": sel.params,
                             "size": len(sel.ids), "tokens": sel.tokens,
                             "sources": composition(store, name),
@@ -806,10 +850,31 @@ def main() -> None:
         built("outcome-random", "outcome-random", select_then_random(
             store, costs, "outcome-random", budget, "select", "outcome", success=True,
             missing="include"))
-    if "embed-sim" in arms:
+    for arm, strategy, embed in (("similarity-mean", "mean", None),
+                                 ("similarity-rr", "round-robin", None),
+                                 ("similarity-rr-lm", "round-robin", config.model)):
+        if arm not in arms:
+            continue
+        if embed:  # the causal LM's hidden states (`score embed --model ...`)
+            t = time.time()
+            rep = run_scorer(store, make_scorer("embed", model=embed, text="all"))
+            timings[f"{arm}_embed_seconds"] = round(time.time() - t, 1)
+            log(f"embed with {embed}: {rep.scored} embedded now, "
+                f"{timings[f'{arm}_embed_seconds']}s")
         for k, path in targets.items():
-            built("embed-sim", f"embed-sim-{k}", select_embed_sim(
-                store, costs, f"embed-sim-{k}", budget, path))
+            built(arm, f"{arm}-{k}", select_method(
+                store, costs, f"{arm}-{k}", "similarity", embed_config=embed, budget=budget,
+                target=path, strategy=strategy))
+    if "length-filter" in arms:
+        pool = make_pool(store, costs)
+        med = float(np.nanmedian(pool.values("response_tokens")))
+        pool.close()
+        built("length-filter", "length-filter", select_then_random(
+            store, costs, "length-filter", budget, "select", "threshold",
+            score="response_tokens", min=med))
+    if "deita" in arms:
+        built("deita", "deita", select_method(store, costs, "deita", "deita", budget=budget,
+                                              score="response_tokens", threshold=0.9))
     if "kmeans-target" in arms:
         for k, path in targets.items():
             built("kmeans-target", f"kmeans-target-{k}", select_method(
@@ -833,7 +898,7 @@ def main() -> None:
 
     runs: list[dict] = []
     base: dict[str, dict] = {}
-    refine_info = None
+    refine_info = kmq_info = None
     if not args.select_only:
         for k, path in targets.items():
             ev = evaluate(store, path)
@@ -846,14 +911,15 @@ def main() -> None:
         if "kmeans-refine" in order or "full-pool" in order:
             if "random" not in order:
                 sys.exit("kmeans-refine and full-pool need the random arm (its random-s0 run)")
-        anchor = None  # the random-s0 run (seed 0): warm-up model and step count
-        for arm in order:
-            log(f"arm {arm}")
+        def trained_selections(arm: str) -> list[str]:
+            """The arm's selections to train; the arms that need a trained run first
+            (kmeans-refine, kmq-3rounds, token-clean) make theirs here."""
+            nonlocal refine_info, kmq_info
             if arm == "random":
-                names = [f"random-s{s}" for s in range(cfg["random_seeds"])]
-            elif arm in PER_TARGET:
-                names = [f"{arm}-{k}" for k in targets]
-            elif arm == "kmeans-refine":
+                return [f"random-s{s}" for s in range(cfg["random_seeds"])]
+            if arm in PER_TARGET:
+                return [f"{arm}-{k}" for k in targets]
+            if arm == "kmeans-refine":
                 refine_info = select_refine(
                     store, costs, "kmeans-refine", budget, cfg["clusters"], anchor["run_id"],
                     "random-s0", cfg["refine_probe"], cfg["refine_signal"])
@@ -861,7 +927,9 @@ def main() -> None:
                 log(f"  kmeans-refine ({cfg['refine_signal']}): cluster warm-up NLL "
                     f"{refine_info['cluster_warmup_nll']}, gain {refine_info['cluster_gain']}, "
                     f"picks {refine_info['cluster_picks']}")
-                names = ["kmeans-refine"]
+            elif arm == "kmq-3rounds":
+                kmq_info = select_kmq(store, costs, "kmq-3rounds", budget, cfg, config)
+                built("kmq-3rounds", "kmq-3rounds", _Saved(store, "kmq-3rounds"))
             elif arm == "token-clean":
                 if "random" not in order or cfg["random_seeds"] < 2:
                     sys.exit("token-clean needs the random arm with 2+ seeds (random-s1's "
@@ -869,13 +937,20 @@ def main() -> None:
                 reference = next(r["run_id"] for r in runs if r["selection"] == "random-s1")
                 built("token-clean", "token-clean", select_token_clean(
                     store, costs, "token-clean", "random-s0", reference))
-                names = ["token-clean"]
-            else:
-                names = [arm]
-            for name in names:
-                on = {name.removeprefix(f"{arm}-"): targets[name.removeprefix(f"{arm}-")]} \
-                    if arm in PER_TARGET else targets
-                for seed in seeds:
+            return [arm]
+
+        anchor = None  # the random-s0 run (seed 0): warm-up model and step count
+        names: dict[str, list[str]] = {}  # arm -> its selections, made on the first pass
+        # seed-major: every arm's seed-0 runs first, then seed 1, ..., so a run stopped
+        # part way has the same number of seeds for every arm (and resumes from the cache)
+        for seed in seeds:
+            for arm in order:
+                if arm not in names:
+                    names[arm] = trained_selections(arm)
+                log(f"arm {arm}, training seed {seed}")
+                for name in names[arm]:
+                    on = {name.removeprefix(f"{arm}-"): targets[name.removeprefix(f"{arm}-")]} \
+                        if arm in PER_TARGET else targets
                     c = replace(config, seed=seed)
                     if arm == "full-pool":
                         c = replace(c, max_steps=anchor["steps"])
@@ -888,8 +963,8 @@ def main() -> None:
     boards = {k: leaderboard(k, base[k]["nll"], runs, order) for k in targets} if runs else {}
     for k, b in boards.items():
         print(table(b, cfg["seeds"] == 1))
-    verdict = verdicts(boards)
-    for k, v in verdict.items():
+    bars = verdicts(boards)
+    for k, v in bars.items():
         print(f"bar ({k}): {v}")
 
     suffix = {"quick": "-quick", "full": "-full", "default": ""}[mode_name]
@@ -914,8 +989,9 @@ def main() -> None:
                  "targets": target_info, "lm": lm_info,
                  "budget_tokens": budget_tokens, "mean_train_tokens_per_example": mean_tokens},
         "timings": timings, "selections": selections, "kmeans_refine": refine_info,
+        "kmq_rounds": kmq_info,
         "influence": influence_info,
-        "base": base, "runs": runs, "leaderboards": boards, "verdicts": verdict,
+        "base": base, "runs": runs, "leaderboards": boards, "verdicts": bars,
         "select_only": args.select_only, "seconds": round(time.time() - _T0, 1),
     }, indent=2, default=float) + "\n")
     log(f"wrote {out}")

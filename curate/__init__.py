@@ -13,5 +13,14 @@ except PackageNotFoundError:  # running from a source tree without install
 
 from curate.errors import CurateError  # noqa: E402
 
+__all__ = ["CurateError", "Query", "Store", "__version__"]
 
-__all__ = ["CurateError", "__version__"]
+
+def __getattr__(name: str):
+    """`curate.Store` and `curate.Query` (the Python API, curate/api.py), imported on
+    first use so that `import curate` stays light."""
+    if name in ("Store", "Query"):
+        from curate import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'curate' has no attribute {name!r}")

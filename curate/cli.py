@@ -510,8 +510,7 @@ def score(
       curate score lm --where "source = 'gsm8k'"\n
       curate score lm --engine ray --address auto
     """
-    from curate.scoring import SCORERS, make_scorer, run_scorer
-    from curate.scoring.influence import InfluenceScorer
+    from curate.scoring import run_scorer, scorer_for
 
     st = _store(store).require()
     options = {"model": model, "batch_size": batch_size, "device": device}
@@ -521,11 +520,8 @@ def score(
                        ("precondition", precondition)):
         if value is not None:
             options[key] = value
-    gradients = issubclass(SCORERS.get(scorer, object), InfluenceScorer)
-    if gradients:
-        options["store"] = st
-        options["batch_size"] = min(batch_size, 16)  # per-example gradients: rows x 2.4M floats
-    sc = make_scorer(scorer, **options)
+    sc = scorer_for(st, scorer, **options)
+    gradients = sc.needs_store
     runner = _engine(engine, address, workers)
     if gradients:  # the warm-up fine-tune and the target's gradients come first
         with _CountProgress("influence warm-up (steps)", quiet=as_json) as progress:

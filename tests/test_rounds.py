@@ -62,3 +62,31 @@ def test_cli_kmeans_rounds(pool, tiny):
                                  "--name", "x", "--store", str(pool.root)])
     assert isinstance(result.exception, CurateError)
     assert "--rounds goes with kmeans" in str(result.exception)
+
+
+def test_rounds_on_a_given_pool_count_its_tokens(pool, tiny):
+    """A caller's open Pool (here one that counts 10 tokens a row) is what the rounds
+    select from and budget by; the manifests record its token counts, and the pool is
+    left open for the caller."""
+    import numpy as np
+
+    from curate.finetune.rounds import kmq_rounds
+    from curate.finetune.train import TrainConfig
+    from curate.selectors import Pool
+
+    class TenTokens(Pool):
+        def tokens(self):
+            return np.full(len(self), 10.0)
+
+    given = TenTokens(pool)
+    config = TrainConfig(model=tiny, max_steps=2, max_tokens=128, batch_tokens=1024)
+    try:
+        report = kmq_rounds(pool, "kmq-ten", "100 tokens", rounds=2, clusters=3,
+                            config=config, pool=given)
+        assert [r["size"] for r in report.rounds] == [5, 10]
+        assert len(given.values("turns + 1")) == len(given)  # still open
+    finally:
+        given.close()
+    for name, tokens in (("kmq-ten-r1", 50), ("kmq-ten", 100)):
+        manifest = json.loads((pool.root / "selections" / name / "manifest.json").read_text())
+        assert manifest["tokens"] == tokens

@@ -36,9 +36,11 @@ class RoundsReport:
 def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None = None,
                config: TrainConfig | None = None, where: str | None = None, seed: int = 0,
                temperature: float = 1.0, probe_rows: int = PROBE_ROWS,
-               say=lambda text: None) -> RoundsReport:
+               say=lambda text: None, pool=None) -> RoundsReport:
     """Select `budget` from the pool in `rounds` rounds (see the module docstring);
-    returns what each round chose and measured. `config` trains each round's model."""
+    returns what each round chose and measured. `config` trains each round's model.
+    `pool`: an open Pool to select from instead of `Pool(store, where)` (one whose
+    `tokens()` counts differently, say); the caller keeps it and closes it."""
     from curate.scoring.lm import LMScorer
     from curate.selectors import Budget, Pool
     from curate.selectors import kmeans as km
@@ -49,7 +51,10 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
         raise CurateError(f"--rounds {rounds!r} must be a whole number >= 1")
     config = config or TrainConfig()
     report = RoundsReport(name)
-    pool = Pool(store, where)
+    own = pool is None
+    if own:
+        pool = Pool(store, where)
+    where = pool.where
     try:
         costs, limit = Budget.parse(budget).resolve(pool)
         k = clusters or max(2, int(round(np.sqrt(len(pool) / 2))))
@@ -88,7 +93,8 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
                     name=round_name, method="kmq-rounds", params={**params, "round": r},
                     budget=params["budget"], ids=list(pool.ids[order]),
                     gains=np.zeros(len(order)), reasons=reasons, pool_size=len(pool),
-                    fingerprint=pool.fingerprint(), pool_where=where), overwrite=True)
+                    fingerprint=pool.fingerprint(), pool_where=where,
+                    tokens=int(pool.tokens()[order].sum())), overwrite=True)
                 say(f"round {r}: selected {len(new)} more rows ({len(order)} in {round_name})")
             entry = {"round": r, "selection": round_name, "size": len(order)}
             if r < rounds:  # the feedback for the next round
@@ -107,9 +113,10 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
             name=name, method="kmq-rounds", params={**params, "log": report.rounds},
             budget=params["budget"], ids=list(pool.ids[order]), gains=np.zeros(len(order)),
             reasons=reasons, pool_size=len(pool), fingerprint=pool.fingerprint(),
-            pool_where=where), overwrite=True)
+            pool_where=where, tokens=int(pool.tokens()[order].sum())), overwrite=True)
     finally:
-        pool.close()
+        if own:
+            pool.close()
     return report
 
 

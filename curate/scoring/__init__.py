@@ -26,7 +26,7 @@ SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedS
                                                           StepLossScorer, InfluenceScorer,
                                                           StepInfluenceScorer)}
 
-__all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer"]
+__all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer", "scorer_for"]
 
 
 def make_scorer(name: str, **options) -> Scorer:
@@ -42,3 +42,15 @@ def make_scorer(name: str, **options) -> Scorer:
         raise CurateError(f"scorer {name!r} takes no option {', '.join(wrong)}\n  fix: its "
                           f"options are {', '.join(p for p in accepted if p != 'self')}")
     return SCORERS[name](**options)
+
+
+def scorer_for(store, name: str, **options) -> Scorer:
+    """`make_scorer` for scoring `store`: a scorer that reads the store itself
+    (`needs_store`, e.g. influence) is given it, and its batch size is capped at its
+    `max_batch_size`. Such a scorer still needs `prepare()` before `run_scorer`."""
+    cls = SCORERS.get(name)
+    if cls is not None and cls.needs_store:
+        options["store"] = store
+    if cls is not None and cls.max_batch_size and options.get("batch_size"):
+        options["batch_size"] = min(options["batch_size"], cls.max_batch_size)
+    return make_scorer(name, **options)

@@ -56,6 +56,10 @@ class Scorer:
     # their own once (see __getstate__)
     loaded: ClassVar[tuple[str, ...]] = ()
     on_gpu: ClassVar[bool] = False  # runs a model a GPU speeds up: one GPU per worker
+    # reads the store itself (influence: warm-up run, target gradients): built with
+    # `store=` and `prepare()`d before scoring
+    needs_store: ClassVar[bool] = False
+    max_batch_size: ClassVar[int | None] = None  # per-example gradients: memory-bound
 
     def __init__(self, model: str | None = None, batch_size: int = 32,
                  device: str | None = None, params: dict | None = None):

@@ -463,6 +463,9 @@ class InfluenceScorer(Scorer):
     needs = "messages"
     shard_rows: ClassVar[int] = 256  # gradient work is slow: commit (and show) often
 
+    needs_store = True
+    max_batch_size = 16  # rows x 2.4M floats of per-example gradients
+
     def __init__(self, store: Store | str | Path | None = None, target: str | None = None,
                  model: str | None = None, warmup: int | None = None,
                  warmup_run: str | None = None, checkpoints: int = 4, dim: int = 8192,
