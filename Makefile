@@ -47,6 +47,7 @@ demo: install
 	@echo "report: $(DEMO_STORE)/report.html"
 
 test: install
+	$(VENV)/bin/ruff check curate flows tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

@@ -325,7 +325,7 @@ def make_pool(store, costs: dict[str, int], where: str | None = None,
 def save(store, pool, name: str, method: str, params: dict, budget: str, order: np.ndarray,
          gains=None, reasons=None, dropped=None, started: float | None = None, masks=None):
     """Save pool rows `order` as selection `name` (what `curate.selectors.select` does)."""
-    from curate.selectors.selection import Selection, save_selection
+    from curate.selection import Selection, save_selection
 
     order = np.asarray(order, np.int64)
     sel = Selection(
@@ -756,7 +756,7 @@ def main() -> None:
     log(f"mode {mode_name}; work folder {work}")
     prep = prepare_data(work, cfg)
     store, targets = prep["store"], {k: v for k, v in prep["targets"].items() if k in targets_on}
-    from curate.finetune.evaluate import load_target
+    from curate.targets import load_target
 
     target_info = {}
     for k, path in prep["targets"].items():

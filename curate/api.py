@@ -180,7 +180,7 @@ class Store:
 
     def selections(self) -> list[dict]:
         """The saved selections' manifests (`curate selections`)."""
-        from curate.selectors.selection import list_selections
+        from curate.selection import list_selections
 
         return list_selections(self.core.require())
 

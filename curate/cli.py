@@ -991,8 +991,6 @@ def _flow_params(watch, config, store, score, select, budget, where, export_dir,
                  export_format, report, no_report, engine=None, address=None,
                  workers=None) -> dict:
     """curate_flow parameters: the --config YAML, then the options given."""
-    import yaml
-
     params: dict = {}
     if config is not None:
         if not config.is_file():

@@ -122,7 +122,7 @@ class RayEngine(Engine):
         pool of `make()` workers, each holding one GPU when the cluster has GPUs and the
         work asks for them. A worker that dies has its item retried on a new one."""
         ray = self.start()
-        import ray.data
+        import ray.data  # noqa: F811  (the submodule, on the started package)
 
         if not items:
             return

@@ -127,7 +127,7 @@ def _mask_annotator(store: Store, selection: str) -> Callable | None:
     the selection's masks; None when it has none."""
     import json
 
-    from curate.selectors.selection import load_masks
+    from curate.selection import load_masks
 
     masks = load_masks(store, selection)
     if masks is None:

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import corpora_path, rows, write_jsonl
 from curate.errors import CurateError
-from curate.finetune.evaluate import evaluate, extract_answer, load_target
+from curate.finetune.evaluate import evaluate, extract_answer
+from curate.targets import load_target
 
 
 @pytest.mark.parametrize("text, reference, expect", [

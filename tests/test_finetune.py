@@ -22,7 +22,7 @@ from curate.finetune.train import batch_loss
 from curate.ingest import ingest
 from curate.scoring.lm import LMScorer
 from curate.selectors import select
-from curate.selectors.selection import Selection, save_selection
+from curate.selection import Selection, save_selection
 from curate.store import Store
 
 pytestmark = pytest.mark.usefixtures("one_thread")

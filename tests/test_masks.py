@@ -14,8 +14,8 @@ from curate.finetune import encode, finetune
 from curate.finetune.data import IGNORE
 from curate.finetune.train import batch_loss
 from curate.ingest import ingest
-from curate.selectors.selection import (Selection, load_masks, make_masks, merge_masks,
-                                        save_selection)
+from curate.selection import (Selection, load_masks, make_masks, merge_masks,
+                              save_selection)
 from curate.store import Store
 from test_finetune import EOT, MULTI_TURN, single, tiny_config, trained_text
 

@@ -8,7 +8,6 @@ here in the shape of the public file, with its field names and quirks."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

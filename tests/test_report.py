@@ -201,7 +201,7 @@ def masked_store(tmp_path_factory):
     """A selection whose first member masks its first assistant turn and three tokens."""
     from curate.report.masks import load_tokenizer, response_tokens
     from curate.selectors import select
-    from curate.selectors.selection import make_masks, save_selection
+    from curate.selection import make_masks, save_selection
 
     tmp = tmp_path_factory.mktemp("masks")
     store = Store(tmp / "store")

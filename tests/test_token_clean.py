@@ -16,7 +16,7 @@ from curate.ingest import ingest
 from curate.selectors import make_selector, select
 from curate.selectors.base import Pool
 from curate.selectors.recipe import Plan, Step, validate
-from curate.selectors.selection import load_masks
+from curate.selection import load_masks
 from curate.selectors.token_clean import neighbor_scores, quadrants
 from curate.store import Store
 from test_finetune import tiny_config

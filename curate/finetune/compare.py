@@ -27,9 +27,10 @@ def compare(store: Store, target: str, selections: list[str], seeds: int = 3,
     """Fine-tune and evaluate every (selection, seed); returns the leaderboard (also
     written under <store>/compare/). `baseline` defaults to the first selection whose
     name starts with "random"."""
-    from curate.finetune.evaluate import evaluate, load_target
+    from curate.finetune.evaluate import evaluate
+    from curate.targets import load_target
     from curate.finetune.train import TrainConfig, finetune
-    from curate.selectors.selection import list_selections
+    from curate.selection import list_selections
 
     config = config or TrainConfig()
     manifests = {m["name"]: m for m in list_selections(store.require())}

@@ -6,8 +6,8 @@ computes it), pooled over all target tokens. Where the references carry an extra
 answer (GSM8K's `#### 42`), `accuracy=True` adds exact match of greedy generations.
 
 A target is a selection, a source of the store (`source:NAME`, or the bare name), or a
-file in any format `curate ingest` reads (ingested once into `<store>/targets/`). A target
-that overlaps the run's training selection is reported (`overlap`: contamination).
+file in any format `curate ingest` reads (see curate/targets.py). A target that
+overlaps the run's training selection is reported (`overlap`: contamination).
 
     <store>/evals/<eval_id>/eval.parquet       one row (the `evals` view)
                            /examples.parquet   per example: nll, tokens, correct
@@ -22,7 +22,6 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -31,81 +30,11 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.schema import EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA
 from curate.store import Store
+from curate.targets import Target, load_target
 
 BASE = "base"
 _ANSWER = re.compile(r"####\s*([-+$]?[\d,]*\.?\d+)")
 _NUMBER = re.compile(r"[-+]?\$?\d[\d,]*\.?\d*")
-
-
-@dataclass
-class Target:
-    name: str  # as the user gave it
-    kind: str  # selection | source | file
-    ids: list[str]
-    messages: list[list[dict]]
-
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha1("\n".join(sorted(self.ids)).encode()).hexdigest()[:16]
-
-
-def load_target(store: Store, target: str) -> Target:
-    """The target's examples: a selection, a source (`source:NAME` or a bare name), or
-    a file (ingested once into a side store under <store>/targets/)."""
-    from curate.selectors.selection import list_selections
-
-    store.require()
-    kind, _, name = target.partition(":")
-    if not name:
-        kind, name = "", target
-    selections = {s["name"] for s in list_selections(store)}
-    con = store.connect()
-    try:
-        sources = {r[0] for r in con.execute("SELECT DISTINCT source FROM examples").fetchall()}
-        if kind == "" and Path(name).exists() and name not in selections | sources:
-            kind = "file"
-        if kind == "":
-            hits = [k for k, names in (("selection", selections), ("source", sources))
-                    if name in names]
-            if len(hits) > 1:
-                raise CurateError(f"target {name!r} is both a selection and a source\n  fix: "
-                                  f"write selection:{name} or source:{name}")
-            kind = hits[0] if hits else ""
-        if kind == "selection" and name in selections:
-            sql = ("SELECT e.id, e.messages FROM examples e JOIN selection_members s "
-                   "USING (id) WHERE s.selection = ? ORDER BY s.rank")
-        elif kind == "source" and name in sources:
-            sql = "SELECT id, messages FROM examples WHERE source = ? ORDER BY source_row, id"
-        elif kind == "file":
-            return _file_target(store, name)
-        else:
-            raise CurateError(
-                f"no target {target!r}: not a selection, a source of the store, or a file\n"
-                f"  fix: use one of the selections ({', '.join(sorted(selections)) or 'none'}), "
-                f"a source (see `curate stats`), or a path")
-        t = con.sql(sql, params=[name]).to_arrow_table()
-    finally:
-        con.close()
-    if t.num_rows == 0:
-        raise CurateError(f"target {target!r} has no examples")
-    return Target(target, kind, t["id"].to_pylist(), t["messages"].to_pylist())
-
-
-def _file_target(store: Store, path: str) -> Target:
-    from curate.ingest import ingest
-
-    side = Store(store.root / "targets" / re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name))
-    ingest(side, [path])  # a second call skips the file by its hash
-    con = side.connect()
-    try:
-        t = con.sql("SELECT id, messages FROM examples ORDER BY source, source_row, id"
-                        ).to_arrow_table()
-    finally:
-        con.close()
-    if t.num_rows == 0:
-        raise CurateError(f"target file {path} has no valid examples\n  fix: see `curate sql "
-                          f"\"SELECT * FROM quarantine\" --store {side.root}`")
-    return Target(path, "file", t["id"].to_pylist(), t["messages"].to_pylist())
 
 
 def extract_answer(text: str | None, reference: bool = False) -> str | None:

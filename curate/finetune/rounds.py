@@ -44,7 +44,7 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
     from curate.scoring.lm import LMScorer
     from curate.selectors import Budget, Pool
     from curate.selectors import kmeans as km
-    from curate.selectors.selection import Selection, check_name, save_selection
+    from curate.selection import Selection, check_name, save_selection
 
     check_name(name)
     if int(rounds) != rounds or rounds < 1:

@@ -462,7 +462,7 @@ def _check(config: TrainConfig) -> None:
 def _selection(store, name: str) -> tuple[list[str], list, dict, dict, dict]:
     """(ids, messages) of a saved selection in rank order, its manifest, and its saved
     masks: token masks and turn masks by id."""
-    from curate.selectors.selection import load_masks
+    from curate.selection import load_masks
 
     manifest = store.root / "selections" / name / "manifest.json"
     if not manifest.is_file():

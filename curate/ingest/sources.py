@@ -83,7 +83,7 @@ def open_bytes(path: Path, compression: str | None, raw: io.IOBase | None = None
     if compression == "gzip":
         inner = gzip.GzipFile(fileobj=raw, mode="rb")
     elif compression == "zstd":
-        import zstandard
+        import zstandard  # noqa: F401  (missing package: fail here, by its name)
 
         inner = _ZstdFrames(raw)  # stream_reader would end quietly at a truncated frame
     else:
@@ -401,7 +401,7 @@ def layout_of(head: bytes, more: bool, container: str) -> str:
     if cut < 0:  # one line: the whole file, or a first line longer than the head
         return "document" if container == "json" else "lines"
     try:
-        first = orjson.loads(head[:cut])
+        orjson.loads(head[:cut])  # the first line is one whole JSON value
     except orjson.JSONDecodeError:
         return "document"  # an object spread over lines: pretty-printed JSON
     if head[cut:].strip() or more:

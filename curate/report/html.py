@@ -104,7 +104,7 @@ class _Context:
         return " ".join(joins), "coalesce(" + ", ".join(exprs) + ")"
 
     def manifests(self) -> list[dict]:
-        from curate.selectors.selection import list_selections
+        from curate.selection import list_selections
 
         return list_selections(self.store)
 

@@ -472,7 +472,7 @@ class InfluenceScorer(Scorer):
                  precondition: str = "adam", max_tokens: int = 512, lora_r: int = 8,
                  warmup_epochs: float = 1.0, seed: int = 0, batch_tokens: int = 4096,
                  batch_size: int = 16, device: str | None = None):
-        from curate.finetune.evaluate import load_target
+        from curate.targets import load_target
 
         if target is None:
             raise CurateError("the influence scorer needs a target: the examples to be "

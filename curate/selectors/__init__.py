@@ -37,8 +37,8 @@ from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector
                                         LogDeterminantSelector)
 from curate.selectors.recipe import Plan, Step, load_recipe, run_plan, validate
 from curate.selectors.similarity import DeitaSelector, SimilaritySelector
-from curate.selectors.selection import (Selection, check_name, delete_selection,
-                                        list_selections, save_selection)
+from curate.selection import (Selection, check_name, delete_selection,
+                              list_selections, save_selection)
 from curate.selectors.token_clean import TokenCleaner
 from curate.selectors.traces import (ExpertFailureSelector, GrapeSelector, OutcomeSelector,
                                      RejectionSampler)

@@ -11,7 +11,7 @@ included), `fit(pool)` does the work and sets
 
 Deduplicators also set `dropped_` (which example each dropped one duplicated); selectors
 that mask tokens or turns set `masks_` (id, turns, tokens, reason: see
-`curate.selectors.selection.MASK_SCHEMA`) and `mask_model_` (the tokenizer behind token
+`curate.selection.MASK_SCHEMA`) and `mask_model_` (the tokenizer behind token
 masks). Budgets
 are a count (`1000`), a fraction of the pool (`5%`) or tokens (`2M tokens`): every
 algorithm sees them the same way, as per-example costs and a limit (ones and k for a
@@ -335,7 +335,7 @@ class Pool:
         vectors where the store has them, the embed scorer's model and text otherwise."""
         import json
 
-        from curate.finetune.evaluate import load_target
+        from curate.targets import load_target
         from curate.scoring.embed import EmbedScorer, load_vectors
 
         folder = self._embed_folder()

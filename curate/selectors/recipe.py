@@ -200,7 +200,7 @@ def run_plan(store, plan: Plan, progress=None) -> PlanResult:
     """Narrow the pool step by step; the last step's ranking is the selection. Masks a
     step sets follow the ids that later steps keep."""
     from curate.selectors import make_selector
-    from curate.selectors.selection import merge_masks
+    from curate.selection import merge_masks
 
     pool = Pool(store, plan.where, plan.embed)
     start_size = len(pool)

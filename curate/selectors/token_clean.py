@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
-from curate.selectors.selection import make_masks
+from curate.selection import make_masks
 
 STRATEGIES = ("influence", "q-tuning")
 _CHUNK = 2048  # examples encoded and scored per pass
@@ -166,7 +166,7 @@ class TokenCleaner(Selector):
         """Fine-tune a new reference on the reference run's selection plus the cleaned
         chunks so far; returns its run id (a finished run is reused)."""
         from curate.finetune.train import TrainConfig, finetune
-        from curate.selectors.selection import Selection, save_selection
+        from curate.selection import Selection, save_selection
 
         store = pool.store
         members = [ids[int(i)] for c in done for i in c]

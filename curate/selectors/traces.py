@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import CurateError
 from curate.selectors.base import Budget, Pool, Selector, take_in_order
-from curate.selectors.selection import make_masks
+from curate.selection import make_masks
 
 _ROLES = "list_transform(messages, lambda m: m.role)"
 _TURNS = "list_transform(list_slice(messages, 1, {end}), lambda m: [m.role, trim(m.content)])"

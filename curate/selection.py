@@ -147,7 +147,7 @@ def check_masks(masks: pa.Table | None, ids: list[str]) -> pa.Table | None:
     if "id" in missing or ("turns" in missing and "tokens" in missing):
         raise CurateError(f"selection masks need columns id and turns and/or tokens, got "
                           f"{masks.column_names}\n  fix: build them with "
-                          "curate.selectors.selection.make_masks")
+                          "curate.selection.make_masks")
     for c in MASK_SCHEMA.names:
         if c not in masks.column_names:
             masks = masks.append_column(MASK_SCHEMA.field(c), pa.nulls(masks.num_rows,

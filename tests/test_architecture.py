@@ -1,0 +1,77 @@
+"""The import graph: every module imports only its own layer and the layers below it
+(see README, Architecture). Imports inside functions count too: a lazy import is still
+a call into that layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# low to high; a module is in the layer of its longest matching prefix
+LAYERS = [
+    ("core", ("curate", "curate.errors", "curate.units", "curate.safety", "curate.schema",
+              "curate.store", "curate.engine", "curate.selection", "curate.models")),
+    ("ingest", ("curate.ingest",)),
+    ("targets", ("curate.targets",)),
+    ("scoring", ("curate.scoring",)),
+    ("selectors", ("curate.selectors",)),
+    ("finetune", ("curate.finetune",)),
+    ("outputs", ("curate.export", "curate.stats", "curate.verify", "curate.report")),
+    ("interfaces", ("curate.api", "curate.cli", "flows")),
+]
+
+# upward imports still to be removed (issue 16): (importing file, imported module).
+# This list may only shrink: a new upward import fails the test, and so does an entry
+# here that no longer occurs.
+KNOWN_UPWARD = {
+    ("curate/models.py", "curate.scoring.embed"),
+    ("curate/scoring/influence.py", "curate.finetune.data"),
+    ("curate/scoring/influence.py", "curate.finetune.train"),
+    ("curate/scoring/influence.py", "curate.selectors"),
+    ("curate/scoring/steps.py", "curate.finetune.data"),
+    ("curate/selectors/token_clean.py", "curate.finetune.train"),
+}
+
+
+def layer(module: str) -> int:
+    best, level = -1, None
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, level = len(p), i
+    assert level is not None, f"module {module} is in no layer: add it to LAYERS"
+    return level
+
+
+def module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+
+
+def upward() -> set[tuple[str, str]]:
+    found = set()
+    for path in sorted([*(ROOT / "curate").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
+        here = layer(module_of(path))
+        for name in imports(path):
+            if name.split(".")[0] in ("curate", "flows") and layer(name) > here:
+                found.add((str(path.relative_to(ROOT)), name))
+    return found
+
+
+def test_no_import_runs_up_a_layer():
+    found = upward()
+    new = sorted(found - KNOWN_UPWARD)
+    assert not new, "imports that run up a layer (move the shared code down instead):\n" + \
+        "\n".join(f"  {f} imports {m}" for f, m in new)
+    gone = sorted(KNOWN_UPWARD - found)
+    assert not gone, "fixed upward imports still listed in KNOWN_UPWARD: remove " + str(gone)
