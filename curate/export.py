@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.chat import assistant_turns
 from curate.errors import CurateError, QueryError
 from curate.store import Store
 
@@ -154,7 +155,7 @@ def _mask_annotator(store: Store, selection: str) -> Callable | None:
         if row is None:
             return messages
         messages = [dict(m) for m in messages]
-        assistant = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+        assistant = assistant_turns(messages)
         if row["turns"] is not None:
             for j, flag in zip(assistant, row["turns"]):
                 messages[j]["training"] = bool(flag)

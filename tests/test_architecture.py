@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # low to high; a module is in the layer of its longest matching prefix
 LAYERS = [
     ("core", ("curate", "curate.errors", "curate.units", "curate.safety", "curate.schema",
-              "curate.store", "curate.engine", "curate.selection", "curate.models")),
+              "curate.store", "curate.engine", "curate.chat", "curate.selection",
+              "curate.models")),
     ("ingest", ("curate.ingest",)),
     ("targets", ("curate.targets",)),
     ("scoring", ("curate.scoring",)),

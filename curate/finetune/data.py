@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.chat import assistant_turns
 from curate.errors import CurateError
 
 IGNORE = -100  # label of tokens that are not trained (torch cross_entropy's ignore_index)
@@ -109,7 +110,7 @@ def _apply_turn_mask(spans: list[tuple[int, int, bool]], messages: list[dict], t
                      index: int) -> list[tuple[int, int, bool]]:
     """Spans with the `trained` flag of every turn its mask switches off cleared."""
     flags = [bool(t) for t in turns]
-    ordinals = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    ordinals = assistant_turns(messages)
     if len(flags) != len(ordinals):
         raise CurateError(f"turn mask of example {index} has {len(flags)} entries, but it "
                           f"has {len(ordinals)} assistant turns\n  fix: one flag per assistant "

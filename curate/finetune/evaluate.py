@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curate.chat import last_turn
 from curate.errors import CurateError
 from curate.schema import EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA
 from curate.store import Store
@@ -189,7 +190,7 @@ def _exact_match(model, tok, conversations: list[list[dict]], max_new_tokens: in
 
     todo, prompts, refs = [], [], []
     for i, messages in enumerate(conversations):
-        last = max((k for k, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        last = last_turn(messages)
         ref = extract_answer(messages[last]["content"], reference=True) if last is not None \
             else None
         if ref is not None:

@@ -14,6 +14,8 @@ import json
 
 import pyarrow.parquet as pq
 
+from curate.chat import assistant_turns, last_turn, plain
+
 MAX_TOKENS_SHOWN = 400
 MAX_TURN_CHARS = 600
 
@@ -53,9 +55,9 @@ def response_tokens(tok, messages: list[dict]) -> list[str]:
     tokenizes it: the content tokens, then the end-of-turn token."""
     from curate.scoring.lm import _SENTINEL, LMScorer
 
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    last = last_turn(messages)
     content = messages[last]["content"] or ""
-    turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages[:last]]
+    turns = plain(messages[:last])
     _, tail = LMScorer._split(tok, turns + [{"role": "assistant", "content": _SENTINEL}])
     end = tok(tail, add_special_tokens=False)["input_ids"][:1]
     if getattr(tok, "is_fast", False):
@@ -74,7 +76,7 @@ def render_example(messages: list[dict], mask: dict, tok) -> str:
     """One example's conversation with masked turns and tokens marked."""
     turns_mask = mask.get("turns")
     tokens_mask = mask.get("tokens")
-    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    assistant = assistant_turns(messages)
     parts = []
     notes = []
     if turns_mask is not None and len(turns_mask) != len(assistant):

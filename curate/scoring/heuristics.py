@@ -10,8 +10,8 @@ from collections import Counter
 
 import pyarrow as pa
 
+from curate.chat import assistant_turns, last_content
 from curate.scoring.base import Scorer
-
 
 _WORD = re.compile(r"\w+")
 
@@ -84,9 +84,7 @@ class HeuristicsScorer(Scorer):
         prompts, responses = [], []
         conversations = batch["messages"].to_pylist()
         for messages in conversations:
-            users = [m["content"] or "" for m in messages if m["role"] == "user"]
-            answers = [m["content"] or "" for m in messages if m["role"] == "assistant"]
-            prompt, response = (users[-1] if users else ""), (answers[-1] if answers else "")
+            prompt, response = last_content(messages, "user"), last_content(messages)
             prompts.append(prompt)
             responses.append(response)
             words = _words(response)
@@ -99,7 +97,7 @@ class HeuristicsScorer(Scorer):
             out["distinct_1"].append(d1)
             out["distinct_2"].append(d2)
             out["repetition"].append(repetition_ratio(words))
-            out["steps"].append(len(answers))
+            out["steps"].append(len(assistant_turns(messages)))
             out["tool_calls"].append(sum(m["role"] == "tool" for m in messages))
             out["reason"].append(None if response.strip() else "no response text")
         out["prompt_tokens"] = self._tokens(prompts) if self.model else [None] * len(prompts)

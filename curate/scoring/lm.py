@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from curate.chat import last_turn, plain
 from curate.scoring.base import Scorer
 
 _SENTINEL = "\x00CURATE-RESPONSE\x00"
@@ -86,8 +87,7 @@ class LMScorer(Scorer):
         _, tok, (u_prefix, _) = self._load()
         heads, responses, ends, reasons = [], [], [], []
         for messages in messages_list:
-            last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"),
-                       default=None)
+            last = last_turn(messages)
             response = messages[last]["content"] if last is not None else ""
             if not response or not response.strip():
                 reasons.append("no response text")
@@ -95,7 +95,7 @@ class LMScorer(Scorer):
                 responses.append("")
                 ends.append("")
                 continue
-            turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages[:last]]
+            turns = plain(messages[:last])
             head, tail = self._split(tok, turns + [{"role": "assistant", "content": _SENTINEL}])
             heads.append(head)
             responses.append(response)

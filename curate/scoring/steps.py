@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from curate.chat import assistant_turns
 from curate.errors import CurateError
 from curate.scoring.lm import LMScorer
 
@@ -52,7 +53,7 @@ class StepLossScorer(LMScorer):
         reasons = []
         per_example = dict(zip(order, zip(starts, losses)))
         for i, messages in enumerate(messages_list):
-            turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+            turns = assistant_turns(messages)
             if i not in examples:
                 reasons.append("no assistant turn with text" if messages else "no messages")
                 for c in self.columns:
@@ -86,7 +87,7 @@ def step_runs(messages: list[dict], example, example_id: str) -> dict[int, np.nd
 
     positions = np.flatnonzero(example.labels != IGNORE)
     runs = np.split(np.arange(len(positions)), np.flatnonzero(np.diff(positions) > 1) + 1)
-    turns = [j for j, m in enumerate(messages) if m["role"] == "assistant"]
+    turns = assistant_turns(messages)
     filled = [s for s, j in enumerate(turns) if messages[j]["content"]]
     if len(runs) > len(filled) or (len(runs) < len(filled) and not example.truncated):
         raise CurateError(

@@ -30,6 +30,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from curate.chat import render_text
 from curate.errors import CurateError
 
 # ----------------------------------------------------------------------------- budgets
@@ -335,8 +336,8 @@ class Pool:
         vectors where the store has them, the embed scorer's model and text otherwise."""
         import json
 
-        from curate.targets import load_target
         from curate.scoring.embed import EmbedScorer, load_vectors
+        from curate.targets import load_target
 
         folder = self._embed_folder()
         tgt = load_target(self.store, target)
@@ -351,7 +352,7 @@ class Pool:
         if missing:
             config = json.loads((folder / "config.json").read_text())
             scorer = EmbedScorer(model=config["model"], text=config["params"]["text"])
-            texts = [_render(tgt.messages[j], scorer.needs) for j in missing]
+            texts = [render_text(tgt.messages[j], scorer.needs) for j in missing]
             embedded = scorer._encoder().encode(texts, normalize_embeddings=True,
                                                 batch_size=scorer.batch_size)
             out = out if out.shape[1] else np.zeros((len(tgt.ids), embedded.shape[1]),
@@ -483,18 +484,6 @@ def _embed_by_model(root: Path, name: str) -> Path | None:
 
 def _plain(value):
     return str(value) if isinstance(value, Budget) else value
-
-
-def _render(messages: list[dict], which: str) -> str:
-    """Python twin of scoring.base.TEXTS: the text the embed scorer reads."""
-    def last(role: str) -> str:
-        return next((m["content"] or "" for m in reversed(messages) if m["role"] == role), "")
-
-    if which == "prompt":
-        return last("user")
-    if which == "response":
-        return last("assistant")
-    return "\n".join(f"{m['role']}: {m['content'] or ''}" for m in messages)
 
 
 def rank_by(values: np.ndarray, descending: bool = True) -> np.ndarray:

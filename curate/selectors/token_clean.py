@@ -48,9 +48,10 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from curate.chat import last_content
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
 from curate.selection import make_masks
+from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
 
 STRATEGIES = ("influence", "q-tuning")
 _CHUNK = 2048  # examples encoded and scored per pass
@@ -252,8 +253,7 @@ class TokenCleaner(Selector):
     def _full_count(self, messages: list[dict]) -> int:
         """Trained tokens of the last assistant turn (content + end-of-turn), untruncated,
         under the base model's tokenizer, as the lm scorer counts them."""
-        last = [m for m in messages if m["role"] == "assistant"]
-        text = last[-1]["content"] if last else ""
+        text = last_content(messages)
         if not text or not text.strip():
             return 0
         return len(self._tok(text, add_special_tokens=False)["input_ids"]) + 1
