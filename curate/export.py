@@ -40,12 +40,6 @@ class ExportReport:
     rows: int
 
 
-def selection_names(store: Store) -> list[str]:
-    root = store.root / "selections"
-    return sorted(p.name for p in root.iterdir() if (p / "members.parquet").is_file()) \
-        if root.is_dir() else []
-
-
 def export_query(store: Store, selection: str | None = None, where: str | None = None) -> str:
     """The SQL that picks the exported rows, in order (selection rank, else as stored)."""
     if where:
@@ -53,13 +47,7 @@ def export_query(store: Store, selection: str | None = None, where: str | None =
 
         check_expression(where, "the --where filter")
     if selection is not None:
-        names = selection_names(store)
-        if selection not in names:
-            raise CurateError(
-                f"no selection named {selection!r} in {store.root}"
-                + (f" (there are: {', '.join(names)})" if names else " (there are none yet)")
-                + "\n  fix: list them with `curate selections`; make one with `curate select`")
-        members = str(store.root / "selections" / selection / "members.parquet").replace("'", "''")
+        members = str(store.saved_selection(selection) / "members.parquet").replace("'", "''")
         sql = (f"SELECT e.* FROM examples e JOIN read_parquet('{members}') s USING (id)"
                + (f" WHERE ({where})" if where else "") + " ORDER BY s.rank")
     else:
@@ -140,7 +128,7 @@ def _mask_annotator(store: Store, selection: str) -> Callable | None:
 
         from curate.models import resolve
 
-        params = json.loads((store.root / "selections" / selection / "manifest.json")
+        params = json.loads((store.folder("selections") / selection / "manifest.json")
                             .read_text())["params"]
         model = params.get("mask_model")
         if not model:

@@ -76,7 +76,7 @@ def save_selection(store, sel: Selection, overwrite: bool = False) -> Path:
     """Write the selection under the store lock; it appears whole (one rename) or not
     at all. An existing name is replaced only with `overwrite`."""
     check_name(sel.name)
-    root = store.root / "selections"
+    root = store.folder("selections")
     dest = root / sel.name
     with store.writer():
         if dest.exists() and not overwrite:
@@ -173,7 +173,7 @@ def check_masks(masks: pa.Table | None, ids: list[str]) -> pa.Table | None:
 
 def load_masks(store, name: str) -> pa.Table | None:
     """The saved masks of selection `name` (MASK_SCHEMA), or None when it has none."""
-    path = store.root / "selections" / check_name(name) / "masks.parquet"
+    path = store.folder("selections") / check_name(name) / "masks.parquet"
     if not path.is_file():
         return None
     return pq.read_table(path).select(MASK_SCHEMA.names).cast(MASK_SCHEMA)
@@ -210,14 +210,14 @@ def merge_masks(first: pa.Table | None, second: pa.Table | None) -> pa.Table | N
 
 def list_selections(store) -> list[dict]:
     """Manifests of the saved selections, newest first."""
-    root = store.require().root / "selections"
+    root = store.require().folder("selections")
     out = [json.loads(p.read_text()) for p in root.glob("*/manifest.json")] \
         if root.is_dir() else []
     return sorted(out, key=lambda m: m["created_at"], reverse=True)
 
 
 def delete_selection(store, name: str) -> None:
-    dest = store.require().root / "selections" / check_name(name)
+    dest = store.require().folder("selections") / check_name(name)
     with store.writer():
         if not dest.is_dir():
             raise CurateError(f"no selection named {name!r}\n  fix: list them with "

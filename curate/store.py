@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curate.errors import StoreBusyError, StoreError
+from curate.errors import CurateError, StoreBusyError, StoreError
 from curate.schema import (DUPLICATE_SCHEMA, EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA, EXAMPLE_SCHEMA,
                            FLOW_RUN_SCHEMA,
                            QUARANTINE_SCHEMA, RUN_SCHEMA, SELECTION_DROPPED_SCHEMA,
@@ -96,6 +96,12 @@ def new_run_id(prefix: str) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+# the store's folders besides the examples' parts: what each stage keeps (the layout is
+# the store's: stages ask for `store.folder(kind, ...)`, never join names themselves)
+FOLDERS = ("ingest", "scores", "selections", "runs", "evals", "compare", "gradients",
+           "targets", "flow_runs", "exports")
+
+
 class Store:
     """A curate store directory. Reading needs nothing; writing goes through `writer()`."""
 
@@ -106,6 +112,41 @@ class Store:
     @property
     def catalog_path(self) -> Path:
         return self.root / "catalog.duckdb"
+
+    def folder(self, kind: str, *names: str) -> Path:
+        """The folder the store keeps `kind` in (one of FOLDERS), or a path inside it."""
+        if kind not in FOLDERS:
+            raise ValueError(f"no store folder {kind!r}: one of {', '.join(FOLDERS)}")
+        return self.root.joinpath(kind, *names)
+
+    def finished_run(self, run_id: str, fix: str = "") -> Path:
+        """The folder of the finished fine-tune run `run_id`; an id that is not one is a
+        clear error listing the finished runs (and `fix`, what else would do)."""
+        from curate.safety import check_name
+
+        folder = self.folder("runs", check_name(run_id, "run id", "my-run", 150))
+        if (folder / "run.parquet").is_file() and (folder / "config.json").is_file():
+            return folder
+        runs = self.folder("runs")
+        done = sorted(p.parent.name for p in runs.glob("*/run.parquet")) if runs.is_dir() else []
+        raise CurateError(f"no finished run {run_id!r} in {self.root}\n  fix: use one of: "
+                          f"{', '.join(done) or '(none yet: run curate finetune)'}"
+                          + (f"; {fix}" if fix else ""))
+
+    def saved_selection(self, name: str) -> Path:
+        """The folder of the saved selection `name`; a name that is not one is a clear
+        error listing the saved selections."""
+        from curate.safety import check_name
+
+        folder = self.folder("selections", check_name(name))
+        if (folder / "manifest.json").is_file():
+            return folder
+        root = self.folder("selections")
+        names = sorted(p.parent.name for p in root.glob("*/manifest.json")) \
+            if root.is_dir() else []
+        raise CurateError(f"no selection named {name!r} in {self.root}\n  fix: use one of: "
+                          f"{', '.join(names) or '(none yet: run curate select)'}; list them "
+                          "with `curate selections`")
 
     @property
     def exists(self) -> bool:

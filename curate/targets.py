@@ -74,7 +74,7 @@ def load_target(store: Store, target: str) -> Target:
 def _file_target(store: Store, path: str) -> Target:
     from curate.ingest import ingest
 
-    side = Store(store.root / "targets" / re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name))
+    side = Store(store.folder("targets") / re.sub(r"[^A-Za-z0-9._-]", "_", Path(path).name))
     ingest(side, [path])  # a second call skips the file by its hash
     con = side.connect()
     try:

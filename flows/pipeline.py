@@ -105,7 +105,7 @@ def _selection_current(store: str):
 
         from curate.store import Store
 
-        path = Store(store).root / "selections" / result["name"] / "manifest.json"
+        path = Store(store).folder("selections") / result["name"] / "manifest.json"
         return path.is_file() and json.loads(path.read_text())["created_at"] == \
             result["created_at"]
     return check
@@ -219,7 +219,7 @@ def _export_all(store: str, chosen: list[dict], export: dict, changes: Changes) 
     from curate.store import Store
 
     fmt = export.get("format", "messages")
-    folder = Path(export.get("dir") or Store(store).root / "exports")
+    folder = Path(export.get("dir") or Store(store).folder("exports"))
     for sel in chosen:
         out = folder / f"{sel['name']}{EXPORT_SUFFIX.get(fmt, '.' + fmt)}"
         result, cached = _call(export_task, store, str(out), format=fmt, selection=sel["name"],

@@ -74,7 +74,7 @@ def record_flow_run(store: Store, flow: str, parameters: dict, changes: Changes,
         staged = writer.stage(f"flow-run-{run_id}")
         pq.write_table(pa.Table.from_pylist([row], schema=FLOW_RUN_SCHEMA),
                        staged / "run.parquet")
-        dest = store.root / "flow_runs" / run_id
+        dest = store.folder("flow_runs") / run_id
         if dest.exists():  # a retried flow run records its last attempt
             import shutil
 

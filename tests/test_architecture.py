@@ -76,3 +76,24 @@ def test_no_import_runs_up_a_layer():
         "\n".join(f"  {f} imports {m}" for f, m in new)
     gone = sorted(KNOWN_UPWARD - found)
     assert not gone, "fixed upward imports still listed in KNOWN_UPWARD: remove " + str(gone)
+
+
+def test_the_store_owns_its_layout():
+    """Stages ask the store for its folders (`store.folder(kind, ...)`), so no library
+    module builds `<root>/<folder>` paths itself."""
+    import re
+
+    from curate.store import FOLDERS, Store
+
+    by_hand = re.compile(r'\.root / "(' + "|".join(FOLDERS) + r')"')
+    found = [f"{p.relative_to(ROOT)}:{n}" for p in
+             sorted([*(ROOT / "curate").rglob("*.py"), *(ROOT / "flows").rglob("*.py")])
+             if p != ROOT / "curate" / "store.py"
+             for n, line in enumerate(p.read_text().splitlines(), 1) if by_hand.search(line)]
+    assert not found, "store folders joined by hand (use store.folder):\n  " + "\n  ".join(found)
+    store = Store(ROOT / "no-such-store")
+    assert store.folder("runs", "r1") == store.root / "runs" / "r1"
+    import pytest
+
+    with pytest.raises(ValueError, match="no store folder 'model'"):
+        store.folder("model")

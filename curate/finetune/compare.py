@@ -88,7 +88,7 @@ def compare(store: Store, target: str, selections: list[str], seeds: int = 3,
                                   "the training selection (contamination)")
     key = json.dumps([tgt.fingerprint, selections, seed_list, asdict(config), accuracy],
                      sort_keys=True, default=str)
-    folder = store.root / "compare" / hashlib.sha1(key.encode()).hexdigest()[:12]
+    folder = store.folder("compare") / hashlib.sha1(key.encode()).hexdigest()[:12]
     folder.mkdir(parents=True, exist_ok=True)
     board["path"] = str(folder)
     write_atomic(folder / "leaderboard.json", json.dumps(board, indent=2, default=str).encode())

@@ -101,7 +101,7 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
                       "max_new_tokens": max_new_tokens if accuracy else None,
                       "max_tokens": max_tokens}, sort_keys=True)
     eval_id = f"{_slug(run)}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    folder = store.root / "evals" / eval_id
+    folder = store.folder("evals") / eval_id
     if (folder / "eval.parquet").is_file():
         row = pq.read_table(folder / "eval.parquet").to_pylist()[0]
         return EvalReport(eval_id, run, row["model"], row["target"], row["examples"],
@@ -129,7 +129,7 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
     seconds = round(time.time() - started, 3)
     from curate import __version__
 
-    tmp = store.root / "evals" / f".{eval_id}.tmp"
+    tmp = store.folder("evals") / f".{eval_id}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pydict({
         "eval_id": [eval_id] * len(tgt.ids), "id": tgt.ids,
@@ -165,20 +165,12 @@ def _load(store: Store, run: str, model: str, device: str | None):
 
 
 def _run_config(store: Store, run: str) -> dict:
-    from curate.safety import check_name
-
-    path = store.root / "runs" / check_name(run, "run id", "my-run", 150) / "config.json"
-    if not (store.root / "runs" / run / "run.parquet").is_file():
-        have = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet")) \
-            if (store.root / "runs").is_dir() else []
-        raise CurateError(f"no finished run {run!r}\n  fix: use one of "
-                          f"{', '.join(have) or '(none: run `curate finetune`)'}, or omit "
-                          "--run to evaluate the base model")
-    return json.loads(path.read_text())
+    folder = store.finished_run(run, fix="or omit --run to evaluate the base model")
+    return json.loads((folder / "config.json").read_text())
 
 
 def _selection_ids(store: Store, selection: str | None) -> set[str]:
-    members = store.root / "selections" / str(selection) / "members.parquet"
+    members = store.folder("selections") / str(selection) / "members.parquet"
     return set(pq.read_table(members, columns=["id"])["id"].to_pylist()) \
         if selection and members.is_file() else set()
 
@@ -224,7 +216,7 @@ def _slug(text: str) -> str:
 
 
 def list_evals(store: Store) -> list[dict]:
-    root = store.root / "evals"
+    root = store.folder("evals")
     rows = [pq.read_table(p).to_pylist()[0] for p in root.glob("*/eval.parquet")] \
         if root.is_dir() else []
     return sorted(rows, key=lambda r: r["created_at"])

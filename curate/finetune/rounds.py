@@ -124,7 +124,7 @@ def _saved(store, name: str, params: dict, pool):
     """(pool rows in order, reasons) of a round saved by the same run, else None."""
     import pyarrow.parquet as pq
 
-    folder = store.root / "selections" / name
+    folder = store.folder("selections") / name
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):

@@ -149,7 +149,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
     key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     run_id = run_id or f"{selection}-{config.method}-s{config.seed}-{key[:8]}"
     check_name(run_id, "run id", "my-run", max_length=150)
-    run_dir = store.root / "runs" / run_id
+    run_dir = store.folder("runs") / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_lock(run_dir / ".lock", None, f"run {run_id} is being trained by another process"):
         _recover(run_dir)
@@ -174,13 +174,7 @@ def load_run_model(store, run_id: str, device: str | None = None):
     from curate.models import device as pick_device
     from curate.models import resolve
 
-    from curate.safety import check_name
-
-    run_dir = store.require().root / "runs" / check_name(run_id, "run id", "my-run", 150)
-    if not (run_dir / "run.parquet").is_file():
-        done = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet"))
-        raise CurateError(f"no finished run {run_id!r} in {store.root}\n  fix: use one of: "
-                          f"{', '.join(done) or '(none yet: run curate finetune)'}")
+    run_dir = store.require().finished_run(run_id)
     config = TrainConfig(**json.loads((run_dir / "config.json").read_text())["config"])
     dev = pick_device(device)
     if config.method == "lora":
@@ -464,11 +458,7 @@ def _selection(store, name: str) -> tuple[list[str], list, dict, dict, dict]:
     masks: token masks and turn masks by id."""
     from curate.selection import load_masks
 
-    manifest = store.root / "selections" / name / "manifest.json"
-    if not manifest.is_file():
-        names = sorted(p.parent.name for p in (store.root / "selections").glob("*/manifest.json"))
-        raise CurateError(f"no selection named {name!r} in {store.root}\n  fix: use one of: "
-                          f"{', '.join(names) or '(none yet: run curate select)'}")
+    manifest = store.saved_selection(name) / "manifest.json"
     con = store.connect()
     try:
         table = con.sql(

@@ -414,7 +414,7 @@ def _compare(ctx: _Context) -> str:
     from curate.finetune.compare import format_board
 
     out = ["<h3>Leaderboards</h3>"]
-    boards = sorted((ctx.store.root / "compare").glob("*/leaderboard.json"),
+    boards = sorted((ctx.store.folder("compare")).glob("*/leaderboard.json"),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     if not boards:
         out.append(_empty("No comparisons yet: run <code>curate compare --target T "

@@ -135,7 +135,7 @@ def run_scorer(store: Store, scorer: Scorer, progress: Progress | None = None,
     shard_rows = shard_rows or scorer.shard_rows or SHARD_ROWS
     started = time.time()
     store.require()
-    folder = store.root / "scores" / scorer.name / scorer.key
+    folder = store.folder("scores") / scorer.name / scorer.key
     folder.mkdir(parents=True, exist_ok=True)
     # a lock per configuration, not the store's: ingest and other scorers run meanwhile;
     # rows ingested after the start are scored by the next run

@@ -328,7 +328,7 @@ class GradientStore:
     def __init__(self, store: Store, config: dict):
         self.config = {"version": GRADIENT_VERSION, **config}
         key = hashlib.md5(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
-        self.folder = store.root / "gradients" / key
+        self.folder = store.folder("gradients") / key
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "config.json").is_file():
             write_atomic(self.folder / "config.json",
@@ -402,15 +402,7 @@ class Snapshot:
 def run_snapshots(store: Store, run_id: str, count: int) -> list[Path]:
     """Up to `count` evenly spaced kept snapshots of a finished LoRA run (all when it
     kept fewer), oldest first."""
-    from curate.safety import check_name
-
-    run_dir = store.root / "runs" / check_name(run_id, "run id", "my-run", 150)
-    if not (run_dir / "run.parquet").is_file():
-        runs = store.root / "runs"
-        done = sorted(p.parent.name for p in runs.glob("*/run.parquet")) if runs.is_dir() else []
-        raise CurateError(f"no finished run {run_id!r} in {store.root}\n  fix: use one of: "
-                          f"{', '.join(done) or '(none)'}, or leave --warmup-run out to train "
-                          "a warm-up")
+    run_dir = store.finished_run(run_id, fix="or leave --warmup-run out to train a warm-up")
     method = json.loads((run_dir / "config.json").read_text())["config"]["method"]
     kept = sorted((run_dir / "checkpoints").glob("step-*/snapshot.json"))
     problem = "is not a LoRA run" if method != "lora" else "kept no snapshots" if not kept else ""
@@ -499,7 +491,7 @@ class InfluenceScorer(Scorer):
         tgt = load_target(self.store, target)
         if warmup_run is not None:
             run_snapshots(self.store, warmup_run, checkpoints)  # fails now when unusable
-            model = json.loads((self.store.root / "runs" / warmup_run / "config.json"
+            model = json.loads((self.store.folder("runs") / warmup_run / "config.json"
                                 ).read_text())["config"]["model"]
             spec: dict = {"run": warmup_run}
         else:
@@ -553,7 +545,7 @@ class InfluenceScorer(Scorer):
         from curate.selectors import select
 
         name = f"influence-warmup-{self.warmup_rows}-s{self.seed}"
-        if not (self.store.root / "selections" / name / "manifest.json").is_file():
+        if not (self.store.folder("selections") / name / "manifest.json").is_file():
             select(self.store, "random", name, budget=self.warmup_rows, seed=self.seed)
         config = TrainConfig(model=self.model, method="lora", epochs=self.warmup_epochs,
                              max_tokens=self.max_tokens, seed=self.seed, lora_r=self.lora_r,
@@ -569,7 +561,7 @@ class InfluenceScorer(Scorer):
         from curate.finetune.train import _quiet_peft
         from curate.models import resolve
 
-        run_dir = self.store.root / "runs" / self.run_id
+        run_dir = self.store.folder("runs") / self.run_id
         config = json.loads((run_dir / "config.json").read_text())["config"]
         base = AutoModelForCausalLM.from_pretrained(str(resolve(config["model"], "causal-lm")),
                                                     dtype=torch.float32)

@@ -81,7 +81,7 @@ def select(store, plan: Plan | str, name: str, *, where: str | None = None,
     else:
         plan.where = where if where is not None else plan.where
         plan.embed = embed if embed is not None else plan.embed
-    if not overwrite and (store.root / "selections" / name).exists():
+    if not overwrite and (store.folder("selections") / name).exists():
         raise CurateError(f"a selection named {name!r} exists\n  fix: choose another "
                           "--name, or pass --overwrite to replace it")
     started = time.time()

@@ -364,7 +364,7 @@ class Pool:
         return out[keep]
 
     def _embed_folder(self) -> Path:
-        root = self.store.root / "scores" / "embed"
+        root = self.store.folder("scores") / "embed"
         if self.embed_config:
             folder = root / self.embed_config
             if (folder / "config.json").is_file():

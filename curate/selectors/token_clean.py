@@ -396,16 +396,10 @@ def _rows(store, sql: str, params: list) -> list[tuple]:
 
 
 def _run_config(store, run_id: str) -> dict:
-    from curate.safety import check_name
-
-    path = store.root / "runs" / check_name(run_id, "run id", "my-run", 150) / "config.json"
-    if not (store.root / "runs" / run_id / "run.parquet").is_file() or not path.is_file():
-        done = sorted(p.parent.name for p in (store.root / "runs").glob("*/run.parquet"))
-        raise CurateError(f"no finished run {run_id!r} to use as the reference\n  fix: "
-                          "fine-tune one on a small trusted selection (curate finetune "
-                          f"--selection NAME) and pass its id; finished runs: "
-                          f"{', '.join(done) or '(none yet)'}")
-    return json.loads(path.read_text())
+    """The config of the reference run (a finished fine-tune)."""
+    folder = store.finished_run(run_id, fix="or fine-tune a reference on a small trusted "
+                                "selection (curate finetune --selection NAME) and pass its id")
+    return json.loads((folder / "config.json").read_text())
 
 
 def _tokenizer(model: str):

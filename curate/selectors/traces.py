@@ -311,7 +311,7 @@ def score_values(pool: Pool, scorer: str, column: str, model: str | None = None
     """Column `column` of scorer `scorer` per pool row, from its newest configuration
     (with `model`: the newest one run with that model). Fails naming the command to run
     when the scores are missing or do not cover the pool."""
-    root = pool.store.root / "scores" / scorer
+    root = pool.store.folder("scores") / scorer
     configs = [c.parent for c in root.glob("*/config.json") if any(c.parent.glob("part-*.parquet"))]
     from curate.scoring import SCORERS
     from curate.scoring.influence import InfluenceScorer
