@@ -25,7 +25,6 @@ from curate.errors import CurateError, StoreBusyError
 from curate.store import Store
 
 MODEL_LIMIT = "curate-models"  # global concurrency limit around model work
-MODEL_SCORERS = {"embed", "lm", "steps", "influence", "step_influence"}
 RETRIES = 3
 RETRY_DELAYS = [2, 10, 30]  # seconds before each retry; a busy lock already waited
 REPO = Path(__file__).resolve().parents[1]
@@ -195,8 +194,7 @@ def _scorer(spec: str | dict, store: str):
     """(scorer, where) from `"embed"` or `{"name": "embed", "text": "prompt", "where": ...}`;
     the influence scorers also get the store (their target, warm-up and gradients live
     there)."""
-    from curate.scoring import SCORERS, make_scorer
-    from curate.scoring.influence import InfluenceScorer
+    from curate.scoring import scorer_for
 
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
@@ -204,9 +202,7 @@ def _scorer(spec: str | dict, store: str):
         raise CurateError(f"scorer spec {spec!r} has no name\n  fix: e.g. {{name: embed, "
                           "text: prompt}}")
     where = spec.pop("where", None)
-    if issubclass(SCORERS.get(name, object), InfluenceScorer):
-        spec["store"] = Store(store)
-    return make_scorer(name, **spec), where
+    return scorer_for(Store(store), name, **spec), where
 
 
 @task(name="score", **_options(_score_key))
@@ -217,7 +213,7 @@ def score_task(store: str, spec: str | dict, engine: str | dict | None = None) -
     from curate.scoring import run_scorer
 
     scorer, where = _scorer(spec, store)
-    with _model_slot(scorer.name in MODEL_SCORERS):
+    with _model_slot(scorer.on_gpu):
         report = run_scorer(Store(store), scorer, where=where, engine=engine_from_spec(engine))
     get_run_logger().info(f"{report.scorer}: scored {report.scored}, {report.cached} cached")
     return dict(report.__dict__)

@@ -314,10 +314,8 @@ def score_values(pool: Pool, scorer: str, column: str, model: str | None = None
     root = pool.store.folder("scores") / scorer
     configs = [c.parent for c in root.glob("*/config.json") if any(c.parent.glob("part-*.parquet"))]
     from curate.scoring import SCORERS
-    from curate.scoring.influence import InfluenceScorer
 
-    needs_target = issubclass(SCORERS.get(scorer, object), InfluenceScorer)
-    target = " --target T" if needs_target else ""
+    target = " --target T" if getattr(SCORERS.get(scorer), "needs_store", False) else ""
     command = f"curate score {scorer}" + (f" --model {model}" if model else "") + target
     if model is not None:
         configs = [c for c in configs if _same_model(_model_of(c), model)]
