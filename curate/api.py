@@ -168,8 +168,11 @@ class Store:
     # ------------------------------------------------------------------ reading
     def sql(self, query: str) -> Query:
         """A query over the store's views (`curate sql`), run lazily: `.pl()`, `.arrow()`,
-        `.df()`, `.fetchall()`."""
+        `.df()`, `.fetchall()`. Queries only, as `curate sql` takes them."""
+        from curate.safety import check_read_only
+
         self.core.require()
+        check_read_only(query)
         return Query(self.core, query)
 
     def examples(self, selection: str | None = None, where: str | None = None) -> Query:

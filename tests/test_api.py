@@ -49,6 +49,8 @@ def test_sql_is_lazy_and_gives_frames(api):
     assert frame["id"].to_list() == table["id"].to_pylist() and len(q) == frame.height > 0
     with pytest.raises(CurateError, match="query failed"):
         api.sql("SELECT nope FROM examples").fetchall()
+    with pytest.raises(CurateError):  # queries only, as `curate sql`
+        api.sql("DELETE FROM examples")
 
 
 def test_select_examples_export_and_hf(api, tmp_path):
