@@ -23,8 +23,8 @@ import time
 import faiss
 import numpy as np
 
-from curate.selectors.graph import knn_graph
-from curate.selectors.submodular import (facility_location, facility_location_objective,
+from curate.selectors.algorithms.graph import knn_graph
+from curate.selectors.algorithms.submodular import (facility_location, facility_location_objective,
                                          greedi_facility_location)
 
 GOAL_RATIO = 0.98

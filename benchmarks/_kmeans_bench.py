@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curate.selectors.dedup import semantic_dedup  # noqa: E402
-from curate.selectors.kmeans import kmeans, second_nearest  # noqa: E402
+from curate.selectors.algorithms.dedup import semantic_dedup  # noqa: E402
+from curate.selectors.algorithms.kmeans import kmeans, second_nearest  # noqa: E402
 
 
 def synthetic_embeddings(n: int, d: int = 384, topics: int = 1000, seed: int = 0) -> np.ndarray:

@@ -26,8 +26,8 @@ import time
 import faiss  # noqa: F401  (imported here so that its import is not timed)
 import numpy as np
 
-from curate.selectors.graph import graph_recall, knn_graph
-from curate.selectors.submodular import _symmetric_csr, facility_location
+from curate.selectors.algorithms.graph import graph_recall, knn_graph
+from curate.selectors.algorithms.submodular import _symmetric_csr, facility_location
 
 DENSE_CHUNK_ROWS = 4096
 

@@ -2,7 +2,7 @@
 backward pass per example, same rows, same model object, same projection, same run.
 
 Both methods produce, for every example, the feature the `influence` scorer stores: the
-gradient of the example's mean token loss (assistant tokens, curate.finetune.data
+gradient of the example's mean token loss (assistant tokens, curate.tokens
 tokenization, LM head on trained positions only) with respect to the LoRA weights,
 Adam-preconditioned with one set of moments (LESS), projected to --dim with the same
 blockwise SRHT (curate.scoring.influence.Projector), scaled to unit length.
@@ -82,13 +82,14 @@ def build_model(seed: int):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from curate.finetune.train import LORA_TARGETS, _quiet_peft
+    from curate.finetune.train import LORA_TARGETS
+    from curate.models import quiet_peft
     from curate.models import resolve
     from curate.scoring.influence import Snapshot, gradient_size
 
     path = str(resolve("smollm2-135m", "causal-lm"))
     tok = AutoTokenizer.from_pretrained(path)
-    with _quiet_peft():
+    with quiet_peft():
         model = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
                                LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16,
                                           target_modules=list(LORA_TARGETS)))
@@ -150,7 +151,7 @@ def main() -> None:
         args.rows, args.max_tokens, args.rounds = 16, 64, 1
     import torch
 
-    from curate.finetune.data import encode
+    from curate.tokens import encode
     from curate.scoring.influence import Projector, gradient_size
 
     if args.threads:

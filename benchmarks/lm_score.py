@@ -87,17 +87,14 @@ def load_rows(n: int) -> list[list[dict]]:
 
 
 # ---------------------------------------------------------------- baselines ---------
-# Sequences are built the way curate.scoring.lm builds them (same template split, same
+# Sequences are built the way curate.tokens.response_sequences builds them (same template split, same
 # sentinel, same unconditional prefix, response + first end-of-turn token), but per
 # example (naive) or per batch (padded), as a user of Hugging Face would.
 
 def split_prompt(tok, messages: list[dict]) -> tuple[str, str]:
-    from curate.scoring.lm import _SENTINEL
+    from curate.tokens import split_at_response
 
-    text = tok.apply_chat_template(messages[:-1] + [{"role": "assistant", "content": _SENTINEL}],
-                                   tokenize=False)
-    head, _, tail = text.rpartition(_SENTINEL)
-    return head, tail
+    return split_at_response(tok, messages[:-1])
 
 
 def uncond_prefix(tok) -> list[int]:

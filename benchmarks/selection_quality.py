@@ -15,7 +15,7 @@ source names gsm8k, codealpaca, fireact, t0. Targets, never in the pool (asserte
 
 Budget: every arm gets the same token budget, B = --budget-examples x the pool's mean
 tokens per example. Tokens are those the trainer sees (the chat template rendered and
-tokenized by `curate.finetune.data.encode`, cut at --max-tokens): the library's
+tokenized by `curate.tokens.encode`, cut at --max-tokens): the library's
 `Pool.tokens()` counts the heuristics scorer's last user + last assistant turn, which
 misses the earlier turns of multi-turn traces (FireAct: ~60 counted vs ~250 trained),
 so the selectors here get a Pool whose `tokens()` returns the trainer's counts.
@@ -284,7 +284,7 @@ def train_tokens(store, model: str, max_tokens: int) -> dict[str, int]:
     max_tokens), cached in the work folder."""
     from transformers import AutoTokenizer
 
-    from curate.finetune.data import encode
+    from curate.tokens import encode
     from curate.models import resolve
 
     path = store.root.parent / f"train-tokens-{model}-{max_tokens}.json"
@@ -425,6 +425,7 @@ def select_influence(store, costs, name: str, budget: str, target: str, where: s
                      cfg: dict) -> tuple:
     """Score influence on `target` over the candidates (`where`), then the top rows by
     it; the gradient features of the pool are shared by every target."""
+    from curate.finetune import prepare_scorer
     from curate.scoring import run_scorer
     from curate.scoring.influence import InfluenceScorer
 
@@ -432,7 +433,7 @@ def select_influence(store, costs, name: str, budget: str, target: str, where: s
     scorer = InfluenceScorer(store, target=target, warmup=cfg["influence_warmup"],
                              checkpoints=cfg["influence_checkpoints"],
                              max_tokens=cfg["lm_max_tokens"])
-    scorer.prepare()
+    prepare_scorer(store, scorer)
     rep = run_scorer(store, scorer, where=where)
     info = {"warmup_run": scorer.run_id, "snapshots": len(scorer.snapshots),
             "scored_now": rep.scored, "gradients_computed": scorer.computed,
@@ -459,7 +460,7 @@ def select_refine(store, costs, name: str, budget: str, clusters: int, warmup_ru
     import pyarrow.parquet as pq
 
     from curate.finetune.evaluate import evaluate
-    from curate.selectors import kmeans as km
+    from curate.selectors.algorithms import kmeans as km
     from curate.selectors.base import Budget
 
     started = time.time()

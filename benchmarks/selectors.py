@@ -2,7 +2,7 @@
 same data, same machine, one run.
 
 Sections (--sections, default all):
-  kmeans    FAISS k-means (curate.selectors.kmeans) vs scikit-learn KMeans, same k (100)
+  kmeans    FAISS k-means (curate.selectors.algorithms.kmeans) vs scikit-learn KMeans, same k (100)
             and iterations (20), on 100k x 384: time ratio and inertia ratio (goal:
             faster at inertia within 1%).
   apricot   facility location (sparse k-NN graph + lazy greedy) vs apricot-select's

@@ -27,6 +27,14 @@ from curate.errors import CurateError
 from curate.store import Store as _CoreStore
 
 
+def _query_failed(con, sql: str, exc: Exception) -> CurateError:
+    """The error of a failed query, with the fix `curate sql` gives for it."""
+    from curate.scoring import SCORERS
+    from curate.store import sql_hint
+
+    return CurateError(f"query failed: {exc}\n  fix: {sql_hint(con, sql, exc, SCORERS)}")
+
+
 class Query:
     """A SQL query over a store's views, run when rows are asked for."""
 
@@ -42,8 +50,7 @@ class Query:
             try:
                 return fetch(con.sql(self.sql))
             except duckdb.Error as exc:
-                raise CurateError(f"query failed: {exc}\n  fix: the views are listed by "
-                                  "`curate sql --help`; check the SQL") from None
+                raise _query_failed(con, self.sql, exc) from None
         finally:
             con.close()
 
@@ -73,6 +80,15 @@ class Query:
 
     def __repr__(self) -> str:
         return f"Query({self.sql!r})"
+
+
+def _select_words():
+    """How `Store.select` spells a selection's parts, for parse_selection's messages."""
+    from curate.selectors import SpecWords
+
+    return SpecWords(name_fix="pass name=, e.g. name='diverse-5pct'", method="a method",
+                     recipe="recipe=", either_fix="e.g. store.select('kmeans', budget='5%', "
+                     "name='diverse')", show_spec=False)
 
 
 class Store:
@@ -127,11 +143,12 @@ class Store:
               **options):
         """Score every example not yet scored by this configuration (`curate score`);
         options are the scorer's (e.g. text="all", model=..., target=...)."""
-        from curate.scoring import run_scorer, scorer_for
+        from curate.finetune import prepare_scorer
+        from curate.scoring import run_scorer, scorer_from_spec
 
-        sc = scorer_for(self.core.require(), scorer, **options)
-        if sc.needs_store:
-            sc.prepare(progress)
+        sc, where = scorer_from_spec(self.core.require(), {**options, "name": scorer,
+                                                           "where": where})
+        prepare_scorer(self.core, sc, progress)
         return run_scorer(self.core, sc, progress=progress, where=where, engine=engine)
 
     def select(self, method: str | None = None, budget: str | int | None = None,
@@ -140,23 +157,15 @@ class Store:
                **params):
         """Run a selector with its options as keywords (`curate select METHOD`), or a
         recipe file (`recipe=`, `curate select --recipe`), and save the result as
-        selection `name`; returns the Selection."""
-        from curate.selectors import load_recipe, select
+        selection `name`; returns the Selection. A recipe is a path or a packaged recipe's
+        name (`recipe="dedup"`)."""
+        from curate.selectors import parse_selection
 
-        if not name:
-            raise CurateError("a selection needs a name\n  fix: pass name=, e.g. "
-                              "name='diverse-5pct'")
-        if (method is None) == (recipe is None):
-            raise CurateError("give either a method or recipe=, not both or neither\n  fix: "
-                              "e.g. store.select('kmeans', budget='5%', name='diverse')")
-        store = self.core.require()
-        if recipe is not None:
-            plan = load_recipe(recipe, budget=None if budget is None else str(budget))
-            return select(store, plan, name, where=where, embed=embed, overwrite=overwrite)
-        if budget is not None:
-            params["budget"] = str(budget)
-        return select(store, method, name, where=where, embed=embed, overwrite=overwrite,
-                      **params)
+        spec = parse_selection({"name": name, "method": method, "recipe": recipe,
+                                "budget": None if budget is None else str(budget),
+                                "where": where, "embed": embed, "params": params},
+                               _select_words())
+        return spec.run(self.core.require(), overwrite=overwrite)
 
     def export(self, selection: str | None, out: str | Path, format: str = "jsonl",
                where: str | None = None):
@@ -169,10 +178,19 @@ class Store:
     def sql(self, query: str) -> Query:
         """A query over the store's views (`curate sql`), run lazily: `.pl()`, `.arrow()`,
         `.df()`, `.fetchall()`. Queries only, as `curate sql` takes them."""
+        import duckdb
+
         from curate.safety import check_read_only
 
         self.core.require()
-        check_read_only(query)
+        try:
+            check_read_only(query)
+        except duckdb.Error as exc:  # a syntax error: the hint `curate sql` gives
+            con = self.core.connect()
+            try:
+                raise _query_failed(con, query, exc) from None
+            finally:
+                con.close()
         return Query(self.core, query)
 
     def examples(self, selection: str | None = None, where: str | None = None) -> Query:

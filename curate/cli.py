@@ -365,7 +365,11 @@ def sql(
             check_read_only(query)
             rel = con.execute(query)
         except duckdb.Error as e:
-            raise CurateError(f"SQL error: {e}\n  fix: {_sql_hint(con, query, e)}") from e
+            from curate.scoring import SCORERS
+            from curate.store import sql_hint
+
+            raise CurateError(f"SQL error: {e}\n  fix: {sql_hint(con, query, e, SCORERS)}") \
+                from e
         if not rel.description:
             return
         columns = [d[0] for d in rel.description]
@@ -387,45 +391,6 @@ def sql(
                 console.print("(first 1000 rows shown; use --format csv|json for all)")
     finally:
         con.close()
-
-
-def _sql_hint(con, query: str, error: Exception) -> str:
-    """The fix for a failed `curate sql` query, fitted to the error: the syntax, the
-    views this store has, the columns of the views the query names."""
-    import re
-
-    import duckdb
-
-    text = str(error)
-    if isinstance(error, duckdb.ParserException):
-        return "check the SQL syntax at the position marked above"
-    if isinstance(error, duckdb.PermissionException):
-        return ("curate sql reads the files of this store only, through its views; "
-                "ingest other files first (curate ingest FILE), then query them")
-    views = sorted(r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
-    ).fetchall() if not r[0].startswith("_"))
-    missing = re.search(r"Table with name (\S+) does not exist", text)
-    if missing:
-        name = missing.group(1)
-        scorer = name.removeprefix("scores_") if name.startswith("scores_") else None
-        if scorer:
-            from curate.scoring import SCORERS
-
-            if scorer in SCORERS:
-                return (f"no {scorer} scores in this store yet: run `curate score {scorer}` "
-                        f"first; the views here are {', '.join(views)}")
-        return f"the views of this store are {', '.join(views)}"
-    column = re.search(r'column "([^"]+)" not found|does not have a column named "([^"]+)"',
-                       text)
-    if column:
-        named = [v for v in views if re.search(rf"\b{re.escape(v)}\b", query)]
-        parts = []
-        for view in named:
-            cols = [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
-            parts.append(f"{view} has {', '.join(cols)}")
-        return "; ".join(parts) if parts else "see the candidate bindings above"
-    return "see the position marked above"
 
 
 # ---------------------------------------------------------------- export
@@ -510,7 +475,7 @@ def score(
       curate score lm --where "source = 'gsm8k'"\n
       curate score lm --engine ray --address auto
     """
-    from curate.scoring import run_scorer, scorer_for
+    from curate.scoring import run_scorer, scorer_from_spec
 
     st = _store(store).require()
     options = {"model": model, "batch_size": batch_size, "device": device}
@@ -520,12 +485,14 @@ def score(
                        ("precondition", precondition)):
         if value is not None:
             options[key] = value
-    sc = scorer_for(st, scorer, **options)
+    sc, where = scorer_from_spec(st, {**options, "name": scorer, "where": where})
     gradients = sc.needs_store
     runner = _engine(engine, address, workers)
     if gradients:  # the warm-up fine-tune and the target's gradients come first
+        from curate.finetune import prepare_scorer
+
         with _CountProgress("influence warm-up (steps)", quiet=as_json) as progress:
-            sc.prepare(progress)
+            prepare_scorer(st, sc, progress)
     with _CountProgress(f"score {scorer}", quiet=as_json) as progress:
         report = run_scorer(st, sc, progress=progress, where=where, engine=runner)
     if as_json:
@@ -572,6 +539,19 @@ _SELECT_OPTIONS = {  # CLI option -> selector parameter
     "quality_weight": "quality_weight", "keep": "keep", "target": "target",
     "reference": "reference", "scope": "scope", "partitions": "partitions",
 }
+# the packaged recipes (selectors/*.yaml), named in --recipe's help; a test keeps the list
+PACKAGED_RECIPES = ("dedup", "kmeans-balanced", "longest-clean", "diverse-quality",
+                    "correct-diverse")
+
+
+def _select_words():
+    """How `curate select` spells a selection's parts, for parse_selection's messages."""
+    from curate.selectors import SpecWords
+
+    return SpecWords(name_fix="pass --name, e.g. --name diverse-5pct", method="METHOD",
+                     recipe="--recipe", either_fix="`curate select METHOD --budget B --name "
+                     "N`, or --recipe FILE; methods: see `curate select --help`",
+                     show_spec=False)
 
 
 @app.command()
@@ -585,7 +565,9 @@ def select(
         help="A count (1000), a fraction of the pool (5%) or tokens (\"2M tokens\", quoted, "
         "or 2Mtokens).")] = None,
     recipe: Annotated[Path | None, typer.Option(
-        help="A YAML recipe of steps (see selectors/*.yaml) instead of METHOD.")] = None,
+        help="A YAML recipe of steps instead of METHOD: a path, or a packaged recipe by its "
+        "bare name, which works from any directory: " + ", ".join(PACKAGED_RECIPES) +
+        " (also as dedup.yaml or selectors/dedup.yaml; see selectors/README.md).")] = None,
     where: Annotated[str | None, typer.Option(
         help="SQL filter that defines the pool, over pairs and score columns, e.g. "
         "\"kind = 'instruction' AND ifd < 1\".")] = None,
@@ -635,7 +617,9 @@ def select(
         help="kmeans: kMQ iterative refinement (Diversify and Conquer) in this many rounds: "
         "each round fine-tunes on what is selected so far and gives the next round's quotas "
         "to the clusters the model still finds hard; training options as -p model=.. -p "
-        "max_steps=.. -p method=lora; each round is saved as NAME-r<i> and a rerun resumes.",
+        "max_steps=.. -p method=lora; each round is saved as NAME-r<i> and a rerun resumes. "
+        "token-clean: the reference evolves over this many chunks of the pool (each round "
+        "fine-tuned on the cleaned chunks so far; -p round_steps=S shortens it).",
         show_default=False)] = None,
     partitions: Annotated[int | None, typer.Option(
         help="facility-location: GreeDi over this many random partitions (greedy per "
@@ -666,25 +650,15 @@ def select(
       curate select deita --score ifd --threshold 0.9 --budget 1000 --name deita\n
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq\n
+      curate select --recipe dedup --name clean\n
       curate select facility-location --budget 10% --partitions 8 --name fl
     """
     import yaml
 
-    from curate.selectors import load_recipe, select as run_select
+    from curate.selectors import parse_selection
 
-    if not name:
-        raise CurateError("a selection needs a name\n  fix: pass --name, e.g. --name diverse-5pct")
-    st = _store(store).require()
-    if recipe is not None:
-        if method is not None:
-            raise CurateError("give either METHOD or --recipe, not both")
-        plan = load_recipe(recipe, budget=budget)
-        params = {}
-    else:
-        if method is None:
-            raise CurateError("no method\n  fix: `curate select METHOD --budget B --name N`, or "
-                              "--recipe FILE; methods: see `curate select --help`")
-        plan = method
+    params: dict = {}
+    if recipe is None:  # a recipe's options are its own
         given = dict(seed=seed, score=score, ascending=ascending, clusters=clusters,
                      strategy=strategy, threshold=threshold, quality=quality,
                      quality_weight=quality_weight, keep=keep, target=target,
@@ -692,8 +666,6 @@ def select(
         params = {_SELECT_OPTIONS[k]: v for k, v in given.items() if v is not None}
         if engine not in (None, "local") or address is not None or workers is not None:
             params["engine"] = _engine(engine or "local", address, workers)
-        if budget is not None:
-            params["budget"] = budget
         for item in param or []:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -704,16 +676,20 @@ def select(
                 raise CurateError(f"--param {item!r}: the value is not a YAML scalar or list "
                                   f"({str(e).splitlines()[0]})\n  fix: quote it, e.g. "
                                   f"-p '{key}=\"{value}\"'") from None
+    if method == "token-clean" and rounds is None and int(params.get("rounds", 1)) > 1:
+        rounds = int(params.pop("rounds"))  # -p rounds=N: the same as --rounds N
+    spec = parse_selection({"name": name, "method": method, "recipe": recipe, "budget": budget,
+                            "where": where, "embed": embed, "params": params}, _select_words())
+    st = _store(store).require()
     if rounds is not None:
-        _select_rounds(st, method, name, params, where, rounds, as_json)
+        _select_rounds(st, spec.method, name, spec.params, where, rounds, overwrite, as_json)
         return
     with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
             else _nullcontext() as status:
         def progress(step: str, rows: int) -> None:
             if status is not None:
                 status.update(f"{step} on {rows:,} examples")
-        sel = run_select(st, plan, name, where=where, embed=embed, overwrite=overwrite,
-                         progress=progress, **params)
+        sel = spec.run(st, overwrite=overwrite, progress=progress)
     manifest = sel.manifest()
     if as_json:
         print(json.dumps(manifest))
@@ -730,14 +706,32 @@ _TRAIN_KEYS = ("model", "method", "epochs", "max_steps", "lr", "batch_tokens", "
                "lora_r", "device")
 
 
-def _select_rounds(st, method, name, params, where, rounds, as_json) -> None:
-    """`select kmeans --rounds N`: kMQ rounds with training feedback (curate.finetune.rounds)."""
-    from curate.finetune.rounds import kmq_rounds
+def _select_rounds(st, method, name, params, where, rounds, overwrite, as_json) -> None:
+    """`select kmeans --rounds N` (kMQ) and `select token-clean --rounds N` (an evolving
+    reference): selection with training between rounds (curate.finetune.rounds)."""
+    from curate.finetune.rounds import kmq_rounds, token_clean_rounds
     from curate.finetune.train import TrainConfig
 
+    say = (lambda t: None) if as_json else (lambda t: err.print(t, markup=False,
+                                                                highlight=False))
+    if method == "token-clean":
+        params.pop("rounds", None)
+        sel = token_clean_rounds(st, name, rounds, where=where, overwrite=overwrite, say=say,
+                                 **params)
+        manifest = sel.manifest()
+        if as_json:
+            print(json.dumps(manifest))
+        else:
+            console.print(f"selection {name!r}: {manifest['size']:,} examples, "
+                          f"{manifest['masked']:,} with token masks, in {rounds} round(s) "
+                          f"(references: {sel.params['reference']}, "
+                          f"{', '.join(sel.params['round_references'] or [])})\n  export: "
+                          f"curate export --selection {name} --out {name}.jsonl")
+        return
     if method != "kmeans":
-        raise CurateError("--rounds goes with kmeans (kMQ iterative refinement)\n  fix: "
-                          "curate select kmeans --rounds 3 --budget B --name N")
+        raise CurateError("--rounds goes with kmeans (kMQ iterative refinement) or "
+                          "token-clean (an evolving reference)\n  fix: curate select kmeans "
+                          "--rounds 3 --budget B --name N")
     train = {k: params.pop(k) for k in _TRAIN_KEYS if k in params}
     options = {k: params.pop(k) for k in ("clusters", "seed", "temperature") if k in params}
     params.pop("strategy", None)  # the rounds are the refinement
@@ -749,8 +743,7 @@ def _select_rounds(st, method, name, params, where, rounds, as_json) -> None:
                           f"options are --clusters, --seed, -p temperature=, and the training "
                           f"options {', '.join(_TRAIN_KEYS)} as -p KEY=VALUE")
     report = kmq_rounds(st, name, budget, rounds=rounds, config=TrainConfig(**train),
-                        where=where, say=(lambda t: None) if as_json else
-                        (lambda t: err.print(t, markup=False, highlight=False)), **options)
+                        where=where, say=say, **options)
     if as_json:
         print(json.dumps({"name": name, "rounds": report.rounds}))
     else:
@@ -956,7 +949,8 @@ ScoreOpt = Annotated[list[str] | None, typer.Option(
     "(default: heuristics, embed; the config's when given).", show_default=False)]
 SelectOpt = Annotated[list[str] | None, typer.Option(
     "--select", help="NAME=RECIPE.yaml or NAME=METHOD (repeatable), e.g. "
-    "diverse=selectors/kmeans-balanced.yaml, random-5pct=random (default: "
+    "diverse=selectors/kmeans-balanced.yaml, random-5pct=random; a packaged recipe also by "
+    "its bare name, from any directory: diverse=kmeans-balanced (default: "
     "deduped=selectors/dedup.yaml).", show_default=False)]
 BudgetOpt = Annotated[str | None, typer.Option(help="Budget of every --select.")]
 WhereOpt = Annotated[str | None, typer.Option(help="SQL pool filter of every --select.")]
@@ -1019,7 +1013,8 @@ def _flow_params(watch, config, store, score, select, budget, where, export_dir,
             if not sep or not name or not what:
                 raise CurateError(f"--select {item!r} is not NAME=RECIPE|METHOD\n  fix: e.g. "
                                   "--select diverse=selectors/kmeans-balanced.yaml")
-            spec = {"name": name, "recipe" if what.endswith((".yaml", ".yml")) else "method": what}
+            is_recipe = what.endswith((".yaml", ".yml")) or Path(what).name in PACKAGED_RECIPES
+            spec = {"name": name, "recipe" if is_recipe else "method": what}
             specs.append(spec | {k: v for k, v in (("budget", budget), ("where", where)) if v})
         params["selections"] = specs
     elif budget or where:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 
 class CurateError(Exception):
-    """Base of every error curate raises for a user mistake or bad input."""
+    """Base of every error curate raises for a user mistake or bad input.
 
+    `CurateError(message, fix=..., path=..., row=...)` reads "path, row N: message" with a
+    last line "  fix: ...". Every error has `.fix` (None when it gives none), also when the
+    fix was written into the message as its "\n  fix: " line, so that callers of the
+    Python API read the remedy the way the CLI prints it."""
 
-class InputError(CurateError):
-    """A file cannot be read as asked: unknown format, unreadable, bad option."""
-
-    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
+    def __init__(self, message: str = "", *, path: str | None = None, row: int | None = None,
                  fix: str | None = None):
         where = ""
         if path is not None:
@@ -19,11 +20,16 @@ class InputError(CurateError):
             if row is not None:
                 where += f", row {row}"
             where += ": "
-        text = where + message
+        text = where + str(message)
         if fix:
             text += f"\n  fix: {fix}"
         super().__init__(text)
-        self.path, self.row, self.fix = path, row, fix
+        self.path, self.row = path, row
+        self.fix = fix if fix else (text.partition("\n  fix: ")[2] or None)
+
+
+class InputError(CurateError):
+    """A file cannot be read as asked: unknown format, unreadable, bad option."""
 
 
 class StoreError(CurateError):

@@ -16,7 +16,6 @@ into place when complete: an interrupted export leaves no partial file behind.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 
 from curate.chat import assistant_turns
 from curate.errors import CurateError, QueryError
-from curate.store import Store
+from curate.store import Store, publish
 
 EXPORT_FORMATS = ("jsonl", "parquet", "messages")
 _BATCH = 8192
@@ -89,7 +88,7 @@ def export(store: Store, out: str | Path, format: str = "jsonl", selection: str 
                 for batch in reader:
                     f.write(_jsonl(batch, format, annotate))
                     rows += batch.num_rows
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         con.close()
         tmp.unlink(missing_ok=True)
@@ -161,10 +160,10 @@ def _char_spans(tokenizer, messages: list[dict], mask: list[int], example_id: st
     The end-of-turn entry has no characters (axolotl's `train_on_eos` governs it)."""
     import numpy as np
 
-    from curate.finetune.data import _render
+    from curate.tokens import render_spans
 
     turns = [{"role": m["role"], "content": m["content"]} for m in messages]
-    text, spans = _render(tokenizer, turns, 0)
+    text, spans = render_spans(tokenizer, turns)
     a, b, _ = spans[-1]
     offsets = np.asarray(tokenizer(text, add_special_tokens=False,
                                    return_offsets_mapping=True)["offset_mapping"]).reshape(-1, 2)

@@ -12,14 +12,18 @@ how to point at a local folder instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from curate.errors import CurateError
 
@@ -67,6 +71,9 @@ def package_folder(spec: ModelSpec) -> Path:
         raise CurateError(f"model {spec.name!r} needs the package {spec.package!r}, which is "
                           f"not installed\n  fix: {spec.install}")
     return Path(next(iter(found.submodule_search_locations)))
+
+
+_pick_device = device  # for functions whose `device` argument shadows it
 
 
 def resolve(name: str, kind: str | None = None) -> Path:
@@ -196,10 +203,8 @@ def embedding_dimension(name: str) -> int:
 @functools.cache
 def load_embedder(name: str = "minilm", device_name: str | None = None):
     """A SentenceTransformer, loaded once per process; for a causal LM, its hidden-state
-    embedder with the same `encode` (see `curate.scoring.embed.HiddenStateEmbedder`)."""
+    embedder with the same `encode` (`HiddenStateEmbedder`)."""
     if kind_of(name) == "causal-lm":
-        from curate.scoring.embed import HiddenStateEmbedder
-
         return HiddenStateEmbedder(*load_causal_lm(name, device_name))
     from sentence_transformers import SentenceTransformer
 
@@ -226,3 +231,82 @@ def load_causal_lm(name: str = "smollm2-135m", device_name: str | None = None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+class HiddenStateEmbedder:
+    """A causal LM as an embedder with SentenceTransformer's `encode`: the last hidden
+    layer, mean-pooled with weights growing with the position (SGPT's weighted mean: in
+    a decoder, later tokens have read more of the text), L2-normalized when asked."""
+
+    def __init__(self, model, tokenizer, max_tokens: int = 512):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+
+    def get_embedding_dimension(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,
+               convert_to_numpy: bool = True, show_progress_bar: bool = False) -> np.ndarray:
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding
+        out = np.zeros((len(texts), self.get_embedding_dimension()), np.float32)
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
+                                 truncation=True, max_length=self.max_tokens).to(device)
+            with torch.no_grad():
+                base = getattr(self.model, "model", self.model)  # the decoder, not the head
+                hidden = base(input_ids=enc["input_ids"],
+                              attention_mask=enc["attention_mask"]).last_hidden_state
+            mask = enc["attention_mask"].to(hidden.dtype)
+            weights = mask * mask.cumsum(dim=1)  # 1, 2, 3, ... over the real tokens
+            pooled = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
+            out[rows] = pooled.float().cpu().numpy()
+        if normalize_embeddings:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """peft 0.21 calls an API that transformers 5 deprecates: not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        yield
+
+
+def load_run_model(store, run_id: str, device: str | None = None, trainable: bool = False):
+    """(model, tokenizer) of a finished fine-tuning run (`<store>/runs/<run_id>`): the base
+    model with the LoRA adapter merged in, or the fully fine-tuned weights, in eval mode
+    and half precision on CUDA. `trainable=True` (LoRA runs only) keeps the adapter
+    unmerged with its weights trainable, in float32: what gradient features are taken of."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = store.require().finished_run(run_id)
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    dev = _pick_device(device)
+    method = config.get("method", "lora")
+    if trainable and method != "lora":
+        raise CurateError(f"run {run_id!r} trained full weights ({method}), not a LoRA "
+                          "adapter\n  fix: use a LoRA run (curate finetune --method lora)")
+    if method == "lora":
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(str(resolve(config["model"], "causal-lm")),
+                                                    dtype=torch.float32)
+        with quiet_peft():
+            model = PeftModel.from_pretrained(base, str(run_dir / "adapter"),
+                                              is_trainable=trainable)
+        if not trainable:
+            model = model.merge_and_unload()
+        folder = run_dir / "adapter"
+    else:
+        folder = run_dir / "model"
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.float16 if dev.startswith("cuda") and not trainable else torch.float32
+    return model.to(dev, dtype).eval(), tokenizer

@@ -96,7 +96,7 @@ SELECTION_DROPPED_SCHEMA = pa.schema(
 # Loss masks a selection carries (token cleaning, trace selection): one row per member
 # that has a mask. `turns`: one flag per assistant turn, False = no loss on that turn;
 # `tokens`: 0/1 per trained token of the last assistant turn (content then end-of-turn,
-# contract in curate/finetune/data.py), 0 = no loss. Null = all trained.
+# contract in curate/tokens.py), 0 = no loss. Null = all trained.
 SELECTION_MASK_SCHEMA = pa.schema(
     [
         pa.field("selection", pa.string()),

@@ -26,9 +26,10 @@ import pyarrow.parquet as pq
 from curate.errors import CurateError
 from curate.schema import (SELECTION_DROPPED_SCHEMA, SELECTION_MASK_SCHEMA,
                            SELECTION_MEMBER_SCHEMA, SELECTION_SCHEMA)
+from curate.store import publish
 
 # a selection's loss masks without the leading `selection` column (what selectors set
-# as `masks_`): see SELECTION_MASK_SCHEMA and curate/finetune/data.py for the contract
+# as `masks_`): see SELECTION_MASK_SCHEMA and curate/tokens.py for the contract
 MASK_SCHEMA = pa.schema(list(SELECTION_MASK_SCHEMA)[1:])
 
 
@@ -112,14 +113,7 @@ def save_selection(store, sel: Selection, overwrite: bool = False) -> Path:
                "created_at": sel.created_at}
         pq.write_table(pa.Table.from_pylist([row], schema=SELECTION_SCHEMA),
                        tmp / "manifest.parquet")
-        root.mkdir(exist_ok=True)
-        if dest.exists():
-            old = store.root / ".tmp" / f"old-{uuid.uuid4().hex[:8]}"
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        publish(tmp, dest, old=store.root / ".tmp" / f"old-{uuid.uuid4().hex[:8]}")
     store.rebuild_catalog()
     return dest
 

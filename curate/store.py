@@ -421,12 +421,8 @@ class Writer:
 
     def commit(self, staged: Path, dest: str) -> Path:
         """Move a staged folder to `dest` (relative to the store) in one rename."""
-        for f in staged.iterdir():
-            fsync(f)
         target = self.store.root / dest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, target)
-        fsync(target.parent)
+        publish(staged, target)
         self.committed += 1
         if self.committed == 1:
             self.store.rebuild_catalog()  # again when the writer closes
@@ -441,13 +437,84 @@ def fsync(path: Path) -> None:
         os.close(fd)
 
 
+def publish(staged: Path, dest: Path, *, replace: bool = True,
+            old: Path | None = None) -> bool:
+    """Move a staged file or folder to `dest` in one rename, after syncing it: readers
+    see the previous copy or the new one, never a half-written one. This is how every
+    result reaches the store (and an export its file).
+
+    An existing file is replaced atomically. An existing folder is swapped out: moved to
+    `old` (default `.<name>-old` beside it; a crash between the two renames leaves it
+    there, see `curate.finetune.train._recover`), then deleted. With `replace=False` an
+    existing `dest` wins: the staged copy is dropped and False returned (a concurrent
+    identical job finished first)."""
+    for f in (staged.iterdir() if staged.is_dir() else [staged]):
+        if f.is_file():
+            fsync(f)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not replace:
+        if staged.is_dir():
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            staged.unlink(missing_ok=True)
+        return False
+    if dest.is_dir():
+        old = old or dest.with_name(f".{dest.name}-old")
+        old.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(dest, old)
+        os.replace(staged, dest)
+        fsync(dest.parent)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
+    os.replace(staged, dest)
+    fsync(dest.parent)
+    return True
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a small file by temp file + fsync + rename."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(data)
-    fsync(tmp)
-    os.replace(tmp, path)
+    publish(tmp, path)
 
 
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def sql_hint(con, query: str, error: Exception, scorers=()) -> str:
+    """The fix for a failed query (`curate sql`, `curate.Store.sql`), fitted to the
+    error: the syntax, the views this store has (`con` is a connection to it), the
+    columns of the views the query names. `scorers`: the scorer names, so that a missing
+    `scores_<scorer>` view says which `curate score` makes it."""
+    import re
+
+    import duckdb
+
+    text = str(error)
+    if isinstance(error, duckdb.ParserException):
+        return "check the SQL syntax at the position marked above"
+    if isinstance(error, duckdb.PermissionException):
+        return ("curate sql reads the files of this store only, through its views; "
+                "ingest other files first (curate ingest FILE), then query them")
+    views = sorted(r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall() if not r[0].startswith("_"))
+    missing = re.search(r"Table with name (\S+) does not exist", text)
+    if missing:
+        name = missing.group(1)
+        scorer = name.removeprefix("scores_") if name.startswith("scores_") else None
+        if scorer and scorer in scorers:
+            return (f"no {scorer} scores in this store yet: run `curate score {scorer}` "
+                    f"first; the views here are {', '.join(views)}")
+        return f"the views of this store are {', '.join(views)}"
+    column = re.search(r'column "([^"]+)" not found|does not have a column named "([^"]+)"',
+                       text)
+    if column:
+        named = [v for v in views if re.search(rf"\b{re.escape(v)}\b", query)]
+        parts = []
+        for view in named:
+            cols = [r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall()]
+            parts.append(f"{view} has {', '.join(cols)}")
+        return "; ".join(parts) if parts else "see the candidate bindings above"
+    return "see the position marked above"

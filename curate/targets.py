@@ -8,12 +8,12 @@ target), scorers (influence) and evaluation all read targets through `load_targe
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from curate.errors import CurateError
+from curate.fingerprint import fingerprint
 from curate.store import Store
 
 
@@ -26,7 +26,7 @@ class Target:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha1("\n".join(sorted(self.ids)).encode()).hexdigest()[:16]
+        return fingerprint("\n".join(sorted(self.ids)), 16)
 
 
 def load_target(store: Store, target: str) -> Target:

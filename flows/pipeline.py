@@ -175,7 +175,8 @@ def curate_flow(store: str = "curate-store", watch: list[str] | None = None,
     - store: the store directory
     - watch: folders, files or globs to ingest (files already ingested are skipped)
     - scorers: names or {name, where, ...scorer options}; default heuristics, embed
-    - selections: [{name, recipe | method, budget, where, ...options}]; default the
+    - selections: [{name, recipe | method, budget, where, ...options}]; a recipe is a
+      path or a packaged recipe's name (dedup, selectors/dedup.yaml); default the
       `deduped` recipe selectors/dedup.yaml
     - export: {format: messages|jsonl|parquet, dir: DIR (default <store>/exports)};
       null to skip

@@ -11,7 +11,6 @@ of the Prefect global concurrency limit `curate-models`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,12 +21,12 @@ from prefect.concurrency.sync import concurrency
 from prefect.logging import get_run_logger
 
 from curate.errors import CurateError, StoreBusyError
+from curate.fingerprint import fingerprint
 from curate.store import Store
 
 MODEL_LIMIT = "curate-models"  # global concurrency limit around model work
 RETRIES = 3
 RETRY_DELAYS = [2, 10, 30]  # seconds before each retry; a busy lock already waited
-REPO = Path(__file__).resolve().parents[1]
 
 
 def transient(task, task_run, state) -> bool:
@@ -78,7 +77,7 @@ def _listing(root: Path, *globs: str) -> list:
 
 
 def _digest(*parts: Any) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return fingerprint(list(parts))
 
 
 def _root(store: str) -> Path:
@@ -111,9 +110,11 @@ def store_born(store: str) -> str | None:
 
 
 def _score_key(ctx, p: dict) -> str | None:
+    from curate.scoring import scorer_from_spec
+
     root = _root(p["store"])
     try:
-        scorer, where = _scorer(p["spec"], p["store"])
+        scorer, where = scorer_from_spec(Store(p["store"]), p["spec"])
     except CurateError:
         return None
     # the rows there are to score, not the parts this task adds
@@ -121,13 +122,17 @@ def _score_key(ctx, p: dict) -> str | None:
 
 
 def _select_key(ctx, p: dict) -> str | None:
+    from curate.selectors import resolve_recipe
+
     root = _root(p["store"])
     spec = dict(p["spec"])
     recipe = spec.get("recipe")
     text = None
     if recipe:
-        path = resolve_recipe(recipe)
-        text = path.read_text() if path.is_file() else None
+        try:
+            text = resolve_recipe(recipe).read_text()
+        except CurateError:
+            pass  # no such recipe: the task itself reports it
     return "select-" + _digest(str(root), spec, text, _listing(root, INGESTED),
                                _listing(root, SCORED))
 
@@ -190,66 +195,31 @@ def ingest_task(store: str, paths: list[str], format: str = "auto", source: str 
             "quarantined": totals["quarantined"], "files": [f.path for f in read]}
 
 
-def _scorer(spec: str | dict, store: str):
-    """(scorer, where) from `"embed"` or `{"name": "embed", "text": "prompt", "where": ...}`;
-    the influence scorers also get the store (their target, warm-up and gradients live
-    there)."""
-    from curate.scoring import scorer_for
-
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = spec.pop("name", None)
-    if not name:
-        raise CurateError(f"scorer spec {spec!r} has no name\n  fix: e.g. {{name: embed, "
-                          "text: prompt}}")
-    where = spec.pop("where", None)
-    return scorer_for(Store(store), name, **spec), where
-
-
 @task(name="score", **_options(_score_key))
 def score_task(store: str, spec: str | dict, engine: str | dict | None = None) -> dict:
     """Score the rows this scorer configuration has not scored yet (new rows only), on
     `engine` (local or ray)."""
     from curate.engine import engine_from_spec
-    from curate.scoring import run_scorer
+    from curate.finetune import prepare_scorer
+    from curate.scoring import run_scorer, scorer_from_spec
 
-    scorer, where = _scorer(spec, store)
+    scorer, where = scorer_from_spec(Store(store), spec)  # `"embed"` or {name, where, ...}
     with _model_slot(scorer.on_gpu):
+        prepare_scorer(Store(store), scorer)  # a warm-up run, when the scorer needs one
         report = run_scorer(Store(store), scorer, where=where, engine=engine_from_spec(engine))
     get_run_logger().info(f"{report.scorer}: scored {report.scored}, {report.cached} cached")
     return dict(report.__dict__)
 
 
-def resolve_recipe(recipe: str) -> Path:
-    """A recipe path as given, else relative to the repository (selectors/...)."""
-    path = Path(recipe)
-    if not path.is_file() and not path.is_absolute() and (REPO / path).is_file():
-        return REPO / path
-    return path
-
-
 @task(name="select", **_options(_select_key))
 def select_task(store: str, spec: dict) -> dict:
-    """Recompute one selection: `{name, recipe | method, budget, where, embed, params}`."""
-    from curate.selectors import load_recipe, select
+    """Recompute one selection: `{name, recipe | method, budget, where, embed, params}`
+    (curate.selectors.parse_selection; a recipe by path or packaged name)."""
+    from curate.selectors import parse_selection
 
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if not name:
-        raise CurateError(f"selection spec {spec!r} has no name\n  fix: add name: NAME")
-    recipe, method = spec.pop("recipe", None), spec.pop("method", None)
-    if bool(recipe) == bool(method):
-        raise CurateError(f"selection {name!r}: give either recipe or method\n  fix: e.g. "
-                          "{recipe: selectors/dedup.yaml} or {method: random, budget: 5%}")
-    budget, where = spec.pop("budget", None), spec.pop("where", None)
-    embed = spec.pop("embed", None)
-    params = {**spec.pop("params", {}), **spec}
-    if recipe:
-        plan = load_recipe(resolve_recipe(recipe), budget=budget)
-    else:
-        plan = method
-        if budget is not None:
-            params["budget"] = budget
-    sel = select(Store(store), plan, name, where=where, embed=embed, overwrite=True, **params)
+    selection = parse_selection(spec)
+    name = selection.name
+    sel = selection.run(Store(store), overwrite=True)
     m = sel.manifest()
     get_run_logger().info(f"selection {name!r}: {m['size']} of {m['pool_size']} examples")
     return {"name": name, "size": m["size"], "pool_size": m["pool_size"], "tokens": m["tokens"],

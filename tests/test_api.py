@@ -78,3 +78,39 @@ def test_select_recipe_and_filtered_examples(api):
     assert set(math["source"]) <= {"qa_math"} and math.height <= 12
     with pytest.raises(CurateError, match="not both or neither"):
         api.select("random", recipe="x.yaml", budget=5, name="both")
+
+
+def test_select_a_bare_recipe_from_another_directory(api, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no selectors/ here: the packaged recipe
+    sel = api.select(recipe="kmeans-balanced", budget=12, name="bare-recipe")
+    assert len(sel.ids) == 12 and sel.method == "recipe"
+    with pytest.raises(CurateError, match="no recipe file nope") as e:
+        api.select(recipe="nope", name="x")
+    assert "kmeans-balanced" in str(e.value)
+    with pytest.raises(CurateError, match="^give either a method or recipe=, not both or "
+                                          "neither\n  fix: e.g. store.select"):
+        api.select(name="neither")
+
+
+def test_sql_errors_get_the_hint_curate_sql_gives(api):
+    from typer.testing import CliRunner
+
+    from curate.cli import app
+
+    for query in ("SELECT nope FROM examples", "SELECT respons FROM pairs",
+                  "SELECT * FROM exampels", "SELECT * FROM scores_lm",
+                  "SELEC count(*) FROM examples"):
+        with pytest.raises(CurateError) as e:
+            api.sql(query).fetchall()
+        cli = CliRunner().invoke(app, ["sql", query, "--store", str(api.root)]).exception
+        assert isinstance(cli, CurateError), query
+        hint = str(e.value).split("\n  fix: ")[1]
+        assert hint == str(cli).split("\n  fix: ")[1], query
+        assert str(e.value).startswith("query failed: ")
+    assert "syntax" in hint  # the last: a parse error, raised when the query is made
+    column = str(pytest.raises(CurateError, api.sql("SELECT respons FROM pairs").pl).value)
+    assert "pairs has id, source, source_row, kind, prompt, response, turns" in column
+    table = str(pytest.raises(CurateError, api.sql("SELECT * FROM exampels").arrow).value)
+    assert "the views of this store are " in table and "scores_embed" in table
+    scores = str(pytest.raises(CurateError, len, api.sql("SELECT * FROM scores_lm")).value)
+    assert "run `curate score lm` first" in scores

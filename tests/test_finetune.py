@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM
 from conftest import corpora_path, rows, single, write_jsonl
 from curate.errors import CurateError
 from curate.finetune import TrainConfig, batches, encode, finetune, load_run_model
-from curate.finetune.data import IGNORE
+from curate.tokens import IGNORE
 from curate.finetune.train import batch_loss
 from curate.ingest import ingest
 from curate.scoring.lm import LMScorer

@@ -9,9 +9,9 @@ import pytest
 
 from curate.errors import CurateError
 from curate.selectors.diversity import FacilityLocationSelector, KMeansSelector
-from curate.selectors.graph import knn_graph
-from curate.selectors.kmeans import kmeans
-from curate.selectors.submodular import (facility_location, facility_location_objective,
+from curate.selectors.algorithms.graph import knn_graph
+from curate.selectors.algorithms.kmeans import kmeans
+from curate.selectors.algorithms.submodular import (facility_location, facility_location_objective,
                                          greedi_facility_location)
 from test_submodular import clustered
 

@@ -14,8 +14,9 @@ from transformers import LlamaForCausalLM
 
 from conftest import corpora_path, rows, single, write_jsonl
 from curate.errors import CurateError
-from curate.finetune import TrainConfig, encode, finetune
-from curate.finetune.train import LORA_TARGETS, _quiet_peft, batch_loss
+from curate.finetune import TrainConfig, encode, finetune, prepare_scorer
+from curate.finetune.train import LORA_TARGETS, batch_loss
+from curate.models import quiet_peft
 from curate.ingest import ingest
 from curate.scoring import make_scorer, run_scorer
 from curate.scoring.influence import (InfluenceScorer, Projector, hadamard,
@@ -45,6 +46,12 @@ def pool(tmp_path_factory):
     return store, target
 
 
+def run_influence(store, scorer):
+    """As `curate score influence` does: the warm-up first, then the scoring."""
+    prepare_scorer(store, scorer)
+    return run_scorer(store, scorer)
+
+
 def tiny_scorer(store, tiny, target, **overrides) -> InfluenceScorer:
     options = {"store": store, "target": str(target), "model": str(tiny), "warmup": 16,
                "checkpoints": 2, "dim": 512, "max_tokens": 64, "lora_r": 4, "warmup_epochs": 2}
@@ -57,7 +64,7 @@ def lora_model(tiny):
     at zero, which makes every A gradient zero)."""
     from peft import LoraConfig, get_peft_model
 
-    with _quiet_peft():
+    with quiet_peft():
         model = get_peft_model(LlamaForCausalLM.from_pretrained(str(tiny)), LoraConfig(
             task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=list(LORA_TARGETS)))
     torch.manual_seed(1)
@@ -96,7 +103,7 @@ def test_per_step_gradients_equal_a_backward_pass_per_step(tiny, tokenizer):
 
     import numpy as np
 
-    from curate.finetune.data import IGNORE
+    from curate.tokens import IGNORE
 
     model = lora_model(tiny)
     conversations = [
@@ -185,7 +192,10 @@ def test_influence_scores_land_in_the_view_and_features_are_reused(pool, tiny):
 
     store, target = pool
     scorer = tiny_scorer(store, tiny, target)
-    report = run_scorer(store, scorer)
+    with pytest.raises(CurateError, match="warm-up run is not trained yet"):
+        run_scorer(store, scorer)  # the scorer never trains: prepare_scorer does
+    assert not (store.root / "selections" / "influence-warmup-16-s0").exists()
+    report = run_influence(store, scorer)
     assert (report.scored, report.skipped) == (36, 0)
     assert scorer.computed == 2 * (36 + 4)  # every pool and target example, per snapshot
     got = rows(store, "SELECT influence, influence_max, grad_norm, params FROM scores_influence")
@@ -205,18 +215,18 @@ def test_influence_scores_land_in_the_view_and_features_are_reused(pool, tiny):
 
     # same configuration again: nothing to score
     again = tiny_scorer(store, tiny, target)
-    assert run_scorer(store, again).scored == 0 and again.computed == 0
+    assert run_influence(store, again).scored == 0 and again.computed == 0
     # scores lost, features kept: rescored from the gradient store without any gradient
     for part in (store.root / "scores" / "influence").rglob("part-*.parquet"):
         part.unlink()
     rescored = tiny_scorer(store, tiny, target)
-    assert run_scorer(store, rescored).scored == 36 and rescored.computed == 0
+    assert run_influence(store, rescored).scored == 36 and rescored.computed == 0
     assert sorted(r[0] for r in rows(store, "SELECT influence FROM scores_influence")) == \
         pytest.approx(sorted(r[0] for r in got))
     # a new target: a new score configuration; only its own gradients are computed
     other = tiny_scorer(store, tiny, "source:colours")
     assert other.key != scorer.key
-    assert run_scorer(store, other).scored == 36 and other.computed == 2 * 12
+    assert run_influence(store, other).scored == 36 and other.computed == 2 * 12
     after = {p: p.stat().st_mtime_ns for p in (store.root / "gradients").rglob("part-*")}
     assert {p: after[p] for p in parts} == parts
     # the view feeds every selector
@@ -296,7 +306,7 @@ def test_step_influence_scores_every_step_and_feeds_expert_failures(tiny, tmp_pa
     finally:
         empty.close()
     steps = StepInfluenceScorer(**options)
-    assert run_scorer(store, steps).scored == 16
+    assert run_influence(store, steps).scored == 16
     got = rows(store, """
         SELECT source, step_influence, min_step_influence,
                len(list_filter(messages, lambda m: m.role = 'assistant'))
@@ -305,7 +315,7 @@ def test_step_influence_scores_every_step_and_feeds_expert_failures(tiny, tmp_pa
         assert len(values) == turns and (turns > 1) == (source == "traces")
         assert all(-1 <= v <= 1 for v in values) and low == min(values)
     # a one-step example's step is the whole example: the influence scorer agrees
-    run_scorer(store, InfluenceScorer(**{**options, "warmup": None,
+    run_influence(store, InfluenceScorer(**{**options, "warmup": None,
                                          "warmup_run": steps.run_id}))
     pairs = rows(store, "SELECT i.influence, s.step_influence[1] FROM scores_influence i "
                         "JOIN scores_step_influence s USING (id) JOIN examples e USING (id) "
@@ -368,7 +378,7 @@ def test_gsm8k_rows_are_more_influential_on_a_gsm8k_target(tmp_path):
                          first(corpora_path("gsm8k", "test.jsonl"), 3))
     scorer = InfluenceScorer(store=store, target=str(target), warmup=6, checkpoints=1,
                              dim=1024, max_tokens=64, seed=0)
-    assert run_scorer(store, scorer).scored == 18
+    assert run_influence(store, scorer).scored == 18
     means = dict(rows(store, "SELECT source, avg(influence) FROM scores_influence "
                              "JOIN examples USING (id) GROUP BY source"))
     assert means["gsm8k"] > max(means["code"], means["t0"]), means

@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.selectors.dedup import exact_dedup, normalized_text_key, semantic_dedup
-from curate.selectors.kmeans import (balanced_sample, cluster_means, kmeans,
+from curate.selectors.algorithms.dedup import exact_dedup, normalized_text_key, semantic_dedup
+from curate.selectors.algorithms.kmeans import (balanced_sample, cluster_means, kmeans,
                                      proportional_sample, refine_quotas, sensitivity_sample)
 
 N, D, K = 3000, 32, 10
@@ -309,7 +309,7 @@ def test_exact_dedup_on_normalized_text():
 
 
 def test_boundary_pass_finds_twins_that_kmeans_split():
-    from curate.selectors.dedup import semantic_dedup
+    from curate.selectors.algorithms.dedup import semantic_dedup
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 16)).astype(np.float32)

@@ -11,7 +11,7 @@ from conftest import rows, write_jsonl
 from curate.errors import CurateError
 from curate.export import export
 from curate.finetune import encode, finetune
-from curate.finetune.data import IGNORE
+from curate.tokens import IGNORE
 from curate.finetune.train import batch_loss
 from curate.ingest import ingest
 from curate.selection import (Selection, load_masks, make_masks, merge_masks,

@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 from curate.engine import RayEngine, get_engine  # noqa: E402
 from curate.errors import CurateError, InputError  # noqa: E402
 from curate.ingest import ingest  # noqa: E402
+from curate.finetune import prepare_scorer  # noqa: E402
 from curate.scoring import make_scorer, run_scorer  # noqa: E402
 from curate.scoring.heuristics import HeuristicsScorer  # noqa: E402
 from curate.store import Store  # noqa: E402
@@ -260,7 +261,7 @@ def test_influence_on_ray_equals_local(tmp_path, engine, tiny):
         scorer = InfluenceScorer(store=st, target=str(target), model=tiny, warmup=8,
                                  checkpoints=1, dim=256, max_tokens=64, lora_r=4,
                                  warmup_epochs=1)
-        scorer.prepare()
+        prepare_scorer(st, scorer)
         report = run_scorer(st, scorer, shard_rows=4, engine=eng)
         assert report.scored == len(sums) - 3
         out.append(rows(st, "SELECT id, influence, grad_norm FROM scores_influence ORDER BY id"))

@@ -74,7 +74,7 @@ def test_ingest_equal_local_on_two_nodes(tmp_path, cluster_engine):
 
 
 def test_greedi_on_two_nodes_equals_local(cluster_engine):
-    from curate.selectors.submodular import greedi_facility_location
+    from curate.selectors.algorithms.submodular import greedi_facility_location
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(2000, 16)).astype(np.float32)

@@ -245,19 +245,11 @@ def test_token_masks_are_drawn_on_the_lm_tokenization(masked_store):
 
 def test_mask_token_count_equals_the_lm_scorers(masked_store):
     """The viewer's tokens are the ones `scores_lm` counts as response_tokens."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from curate.scoring.lm import LMScorer
+    from curate.tokens import response_sequences
 
     _, _, pieces, _, tok = masked_store
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=512)
-    torch.manual_seed(0)
-    scorer = LMScorer.with_model(LlamaForCausalLM(config), tok)
-    cond, spans, *_ = scorer._encode([CONVERSATION])
-    assert len(cond[0]) - spans[0] == len(pieces)
+    r = response_sequences(tok, [CONVERSATION], max_tokens=512)
+    assert r.response_tokens(0) == len(pieces)
     assert "".join(pieces[:-1]) == CONVERSATION[-1]["content"]
 
 

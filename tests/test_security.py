@@ -211,7 +211,8 @@ def test_cli_refuses_bad_names_with_exit_2(filled):
 @pytest.mark.parametrize("name", ["../x", "a/b", ".x", "a..b"])
 def test_run_and_selection_names_of_training_and_evaluation_are_refused(filled, name):
     from curate.finetune.evaluate import _run_config
-    from curate.finetune.train import TrainConfig, finetune, load_run_model
+    from curate.finetune.train import TrainConfig, finetune
+    from curate.models import load_run_model
     from curate.scoring.influence import run_snapshots
     from curate.selectors.token_clean import _run_config as reference_config
 

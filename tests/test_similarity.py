@@ -13,7 +13,7 @@ from curate.errors import CurateError
 from curate.ingest import ingest
 from curate.scoring import make_scorer, run_scorer
 from curate.selectors import make_selector, select
-from curate.selectors.base import Pool
+from curate.selectors.pool import Pool
 from curate.selectors.similarity import diverse_in_order, round_robin
 from curate.store import Store
 

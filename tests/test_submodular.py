@@ -1,4 +1,4 @@
-"""Sparse k-NN graph and submodular greedy algorithms (curate.selectors.graph / submodular)."""
+"""Sparse k-NN graph and submodular greedy algorithms (curate.selectors.algorithms.graph / submodular)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.selectors.graph import graph_recall, knn_graph
-from curate.selectors.submodular import facility_location, log_determinant
+from curate.selectors.algorithms.graph import graph_recall, knn_graph
+from curate.selectors.algorithms.submodular import facility_location, log_determinant
 
 POOL_EMBEDDINGS = Path(__file__).resolve().parent.parent / "benchmarks" / ".cache" / "pool"
 

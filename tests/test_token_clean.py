@@ -14,7 +14,7 @@ from curate.errors import CurateError
 from curate.finetune import TrainConfig, encode, finetune
 from curate.ingest import ingest
 from curate.selectors import make_selector, select
-from curate.selectors.base import Pool
+from curate.selectors.pool import Pool
 from curate.selectors.recipe import Plan, Step, validate
 from curate.selection import load_masks
 from curate.selectors.token_clean import neighbor_scores, quadrants
@@ -106,8 +106,16 @@ def test_recipe_step_after_token_clean_keeps_masks_of_kept_ids(clean_store):
 
 
 def test_self_evolving_rounds_train_new_references(clean_store):
-    sel = select(clean_store, "token-clean", "clean-evolve", where="source = 'pool'",
-                 reference=clean_store.reference, keep=0.6, rounds=2, round_steps=3)
+    from curate.finetune.rounds import token_clean_rounds
+
+    # the estimator never trains: rounds without their references fail before any work
+    with pytest.raises(CurateError, match="trains the reference of every later round"):
+        select(clean_store, "token-clean", "x", where="source = 'pool'",
+               reference=clean_store.reference, rounds=2)
+    sel = token_clean_rounds(clean_store, "clean-evolve", 2, round_steps=3,
+                             where="source = 'pool'", reference=clean_store.reference,
+                             keep=0.6)
+    assert len(sel.params["round_references"]) == 1
     assert len(sel.ids) == 12 and len(masks_by_id(clean_store, "clean-evolve")) == 12
     (name, masked), = rows(clean_store, "SELECT name, masked FROM selections "
                                         "WHERE name LIKE 'tc-%-r1'")
@@ -116,9 +124,9 @@ def test_self_evolving_rounds_train_new_references(clean_store):
                              f"runs.selection = selections.name WHERE name = '{name}'") \
         == [(36, 3)]
     # a rerun reuses the round's finished run
-    again = select(clean_store, "token-clean", "clean-evolve", where="source = 'pool'",
-                   reference=clean_store.reference, keep=0.6, rounds=2, round_steps=3,
-                   overwrite=True)
+    again = token_clean_rounds(clean_store, "clean-evolve", 2, round_steps=3,
+                               where="source = 'pool'", reference=clean_store.reference,
+                               keep=0.6, overwrite=True)
     assert again.ids == sel.ids
     assert rows(clean_store, f"SELECT count(*) FROM runs WHERE selection = '{name}'") == [(1,)]
 

@@ -280,12 +280,14 @@ def test_real_fireact_and_gsm8k_solutions(tmp_path, tiny):
         assert any(m["turns"])
     assert set(outcomes(store, [m["id"] for m in ef.masks_.to_pylist()]).values()) == {False}
     # per-step influence toward the successful traces marks the harmful steps instead
+    from curate.finetune import prepare_scorer
     from curate.scoring.influence import StepInfluenceScorer
 
     select(store, "outcome", "solved", where="source = 'fireact'", success=True)
-    run_scorer(store, StepInfluenceScorer(store=store, target="solved", model=tiny, warmup=8,
-                                          checkpoints=1, dim=256, max_tokens=512, lora_r=4),
-               where="source = 'fireact' AND NOT success")
+    scorer = StepInfluenceScorer(store=store, target="solved", model=tiny, warmup=8,
+                                 checkpoints=1, dim=256, max_tokens=512, lora_r=4)
+    prepare_scorer(store, scorer)  # its warm-up run
+    run_scorer(store, scorer, where="source = 'fireact' AND NOT success")
     got = rows(store, "SELECT step_influence, len(list_filter(messages, lambda m: "
                       "m.role = 'assistant')) FROM scores_step_influence JOIN examples "
                       "USING (id)")

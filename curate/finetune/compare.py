@@ -8,7 +8,6 @@ with Welch's t-test, wall time per arm), saved as JSON and a PNG plot.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -18,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from curate.errors import CurateError
-from curate.store import Store, write_atomic
+from curate.fingerprint import fingerprint
+from curate.store import Store, publish, write_atomic
 
 
 def compare(store: Store, target: str, selections: list[str], seeds: int = 3,
@@ -86,9 +86,8 @@ def compare(store: Store, target: str, selections: list[str], seeds: int = 3,
         if arm["overlap"]:
             board["notes"].append(f"{arm['selection']}: {arm['overlap']} target examples are in "
                                   "the training selection (contamination)")
-    key = json.dumps([tgt.fingerprint, selections, seed_list, asdict(config), accuracy],
-                     sort_keys=True, default=str)
-    folder = store.folder("compare") / hashlib.sha1(key.encode()).hexdigest()[:12]
+    key = fingerprint([tgt.fingerprint, selections, seed_list, asdict(config), accuracy], 12)
+    folder = store.folder("compare") / key
     folder.mkdir(parents=True, exist_ok=True)
     board["path"] = str(folder)
     write_atomic(folder / "leaderboard.json", json.dumps(board, indent=2, default=str).encode())
@@ -161,7 +160,7 @@ def plot(board: dict, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
+    publish(tmp, path)
     return path
 
 

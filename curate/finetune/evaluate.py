@@ -15,7 +15,6 @@ overlaps the run's training selection is reported (`overlap`: contamination).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -29,9 +28,11 @@ import pyarrow.parquet as pq
 
 from curate.chat import last_turn
 from curate.errors import CurateError
+from curate.fingerprint import fingerprint
 from curate.schema import EVAL_EXAMPLE_SCHEMA, EVAL_SCHEMA
-from curate.store import Store
+from curate.store import Store, publish
 from curate.targets import Target, load_target
+from curate.tokens import response_nll
 
 BASE = "base"
 _ANSWER = re.compile(r"####\s*([-+$]?[\d,]*\.?\d+)")
@@ -96,11 +97,11 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
     if overlap:
         warnings.warn(f"{overlap} of {len(tgt.ids)} target examples are in the training "
                       f"selection of run {run}: the evaluation is contaminated", stacklevel=2)
-    key = json.dumps({"run": run, "model": model if run == BASE else None,
-                      "target": tgt.fingerprint, "accuracy": accuracy,
-                      "max_new_tokens": max_new_tokens if accuracy else None,
-                      "max_tokens": max_tokens}, sort_keys=True)
-    eval_id = f"{_slug(run)}-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    key = fingerprint({"run": run, "model": model if run == BASE else None,
+                       "target": tgt.fingerprint, "accuracy": accuracy,
+                       "max_new_tokens": max_new_tokens if accuracy else None,
+                       "max_tokens": max_tokens}, 10)
+    eval_id = f"{_slug(run)}-{key}"
     folder = store.folder("evals") / eval_id
     if (folder / "eval.parquet").is_file():
         row = pq.read_table(folder / "eval.parquet").to_pylist()[0]
@@ -109,10 +110,8 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
                           row["overlap"], row["seconds"], cached=True)
 
     lm, tok = _load(store, run, model, device)
-    from curate.scoring.lm import LMScorer
-
-    scorer = LMScorer.with_model(lm, tok, max_tokens=max_tokens)
-    nll, counts, reasons = scorer.response_nll(tgt.messages)
+    nll, counts = response_nll(lm, tok, tgt.messages, max_tokens)
+    reasons = [None if c else "no response text" for c in counts]
     scored = counts > 0
     if not scored.any():
         raise CurateError(f"no target example of {target!r} has a response to score")
@@ -142,13 +141,7 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
            "accuracy_examples": acc_n, "overlap": overlap, "seconds": seconds,
            "created_at": datetime.now(timezone.utc), "curate_version": __version__}
     pq.write_table(pa.Table.from_pylist([row], schema=EVAL_SCHEMA), tmp / "eval.parquet")
-    folder.parent.mkdir(exist_ok=True)
-    if folder.exists():  # a concurrent identical evaluation finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.replace(folder)
+    publish(tmp, folder, replace=False)  # a concurrent identical evaluation may finish first
     store.rebuild_catalog()
     return EvalReport(eval_id, run, model, tgt.name, row["examples"], row["tokens"], pooled,
                       acc, acc_n, overlap, seconds)
@@ -159,7 +152,7 @@ def _load(store: Store, run: str, model: str, device: str | None):
         from curate.models import load_causal_lm
 
         return load_causal_lm(model, device)
-    from curate.finetune.train import load_run_model
+    from curate.models import load_run_model
 
     return load_run_model(store, run, device)
 

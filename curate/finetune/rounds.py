@@ -10,8 +10,12 @@ selection `<name>-r<i>` (cumulative) and trained as an ordinary `curate finetune
 so a stopped run resumes from the last finished round; the last round is also saved as
 `<name>`.
 
-This lives above the selectors (it trains), so that the k-means estimator stays a pure
-estimator: it only draws each round's rows.
+Token cleaning's self-evolving rounds (`token_clean_rounds`) live here too: each round's
+reference is fine-tuned on the cleaned chunks so far, then the token-clean estimator
+scores the next chunk with it.
+
+This lives above the selectors (it trains), so that the estimators stay pure: k-means
+only draws each round's rows, token cleaning only masks with the references it is given.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curate.errors import CurateError
-from curate.finetune.train import TrainConfig, finetune, load_run_model
+from curate.finetune.train import TrainConfig, finetune
+from curate.models import load_run_model
+from curate.tokens import response_nll
 
 PROBE_ROWS = 16  # unselected rows per cluster whose loss is the round's feedback
 
@@ -41,9 +47,8 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
     returns what each round chose and measured. `config` trains each round's model.
     `pool`: an open Pool to select from instead of `Pool(store, where)` (one whose
     `tokens()` counts differently, say); the caller keeps it and closes it."""
-    from curate.scoring.lm import LMScorer
     from curate.selectors import Budget, Pool
-    from curate.selectors import kmeans as km
+    from curate.selectors.algorithms import kmeans as km
     from curate.selection import Selection, check_name, save_selection
 
     check_name(name)
@@ -100,9 +105,8 @@ def kmq_rounds(store, name: str, budget, rounds: int = 3, clusters: int | None =
             if r < rounds:  # the feedback for the next round
                 run = finetune(store, round_name, config)
                 model, tokenizer = load_run_model(store, run.run_id, config.device)
-                scorer = LMScorer.with_model(model, tokenizer, max_tokens=config.max_tokens)
-                losses = _cluster_losses(store, pool, labels, chosen, scorer, k, probe_rows,
-                                         seed + r)
+                losses = _cluster_losses(store, pool, labels, chosen, (model, tokenizer),
+                                         config.max_tokens, k, probe_rows, seed + r)
                 entry |= {"run": run.run_id, "cluster_loss": [None if np.isnan(v) else
                                                                round(float(v), 4)
                                                                for v in losses]}
@@ -138,12 +142,10 @@ def _saved(store, name: str, params: dict, pool):
     return [index[i] for i in members["id"].to_pylist()], members["reason"].to_pylist()
 
 
-def _cluster_losses(store, pool, labels: np.ndarray, chosen: np.ndarray, scorer, k: int,
-                    rows: int, seed: int) -> np.ndarray:
+def _cluster_losses(store, pool, labels: np.ndarray, chosen: np.ndarray, lm, max_tokens: int,
+                    k: int, rows: int, seed: int) -> np.ndarray:
     """Mean response NLL of the round's model on up to `rows` unselected rows of each
     cluster (NaN for a cluster with none left)."""
-    import pyarrow as pa
-
     rng = np.random.default_rng(seed)
     probe: list[int] = []
     for c in range(k):
@@ -157,11 +159,50 @@ def _cluster_losses(store, pool, labels: np.ndarray, chosen: np.ndarray, scorer,
     finally:
         con.close()
     by_id = dict(zip(table["id"].to_pylist(), table["messages"].to_pylist()))
-    nll = scorer.score(pa.table({"id": ids, "messages": [by_id[i] for i in ids]}))["nll"]
-    values = np.array([np.nan if v is None else v for v in nll.to_pylist()], np.float64)
+    nll, counts = response_nll(*lm, [by_id[i] for i in ids], max_tokens)
+    values = np.where(counts > 0, nll, np.nan)
     out = np.full(k, np.nan)
     for c in range(k):
         mine = values[labels[probe] == c]
         if np.isfinite(mine).any():
             out[c] = np.nanmean(mine)
     return out
+
+
+def token_clean_rounds(store, name: str, rounds: int, *, round_steps: int | None = None,
+                       where: str | None = None, overwrite: bool = False,
+                       say=lambda text: None, **options):
+    """Token cleaning with a reference that evolves over `rounds` chunks of the pool (see
+    `curate.selectors.token_clean`); `options` are the token-clean estimator's. Each round's
+    training set is saved as selection `tc-<key>-r<r>` and trained with the first
+    reference run's configuration (`round_steps` overrides its step count), as a cached
+    run: a rerun retrains nothing. Returns the final Selection, saved as `name`."""
+    from curate.selectors import Pool, make_selector, select
+    from curate.selection import save_selection
+
+    cleaner = make_selector("token-clean", rounds=rounds, **options)
+    references: list[str] = []
+    if rounds > 1:
+        reference = options.get("reference")
+        if not reference:
+            raise CurateError("token-clean rounds need a reference run\n  fix: pass "
+                              "--reference RUN_ID (a finished run on a trusted slice)")
+        folder = store.finished_run(reference, fix="or fine-tune a reference on a small "
+                                    "trusted selection (curate finetune --selection NAME)")
+        base = json.loads((folder / "config.json").read_text())["config"]
+        config = TrainConfig(**{**base, "device": cleaner.device})
+        if round_steps is not None:
+            config.max_steps = int(round_steps)
+        pool = Pool(store, where)
+        try:
+            for r in range(1, rounds):
+                training = cleaner.round_selection(pool, [reference, *references])
+                save_selection(store, training, overwrite=True)
+                run = finetune(store, training.name, config)
+                say(f"round {r}: trained {run.run_id} on {training.name} "
+                    f"({len(training.ids)} examples)")
+                references.append(run.run_id)
+        finally:
+            pool.close()
+    cleaner.round_references = references or None
+    return select(store, cleaner, name, where=where, overwrite=overwrite)

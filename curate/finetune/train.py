@@ -25,7 +25,6 @@ and loss curve as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -34,21 +33,22 @@ import random
 import shutil
 import time
 import uuid
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.finetune.data import IGNORE, Example, batches, encode
+from curate.fingerprint import fingerprint
+from curate.models import quiet_peft
+from curate.tokens import IGNORE, Example, batches, encode
 from curate.schema import RUN_SCHEMA  # one row per finished run: the `runs` view
-from curate.store import fsync, hold_lock, write_atomic
+from curate.store import fsync, hold_lock, publish, write_atomic
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # fields that do not change what is trained: left out of the run's identity
@@ -120,7 +120,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
 
     The selection's saved masks (`selection_masks`: turn and token masks) are applied;
     `token_masks` maps example ids to 0/1 masks over their last assistant turn's trained
-    tokens (contract: `curate.finetune.data`) and replaces a saved token mask of that id.
+    tokens (contract: `curate.tokens`) and replaces a saved token mask of that id.
     Both kinds of mask enter the run id. `progress` gets `start(total_steps)` and
     `advance(n)`; `on_step` gets each step's loss row after any checkpoint is written.
     """
@@ -136,7 +136,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
         check_name(run_id, "run id", "my-run", max_length=150)
     ids, messages, manifest, saved_tokens, saved_turns = _selection(store, selection)
     path = resolve(config.model, "causal-lm")
-    members = hashlib.sha1("\n".join(ids).encode()).hexdigest()
+    members = fingerprint("\n".join(ids))
     by_id = {**saved_tokens, **(token_masks or {})}
     masks = {i: np.asarray(by_id[x]) for i, x in enumerate(ids) if x in by_id}
     turns = {i: np.asarray(saved_turns[x], bool) for i, x in enumerate(ids) if x in saved_turns}
@@ -146,7 +146,7 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
         identity["turn_masks"] = _digest(turns)
     if not config.keep_checkpoints:  # only then: runs without snapshots keep their ids
         identity.pop("keep_checkpoints")
-    key = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    key = fingerprint(identity)
     run_id = run_id or f"{selection}-{config.method}-s{config.seed}-{key[:8]}"
     check_name(run_id, "run id", "my-run", max_length=150)
     run_dir = store.folder("runs") / run_id
@@ -163,36 +163,6 @@ def finetune(store, selection: str, config: TrainConfig, run_id: str | None = No
             return _report(run_dir, cached=True)
         run = _Run(store, run_dir, run_id, selection, config, path, key, manifest, saved)
         return run.train(messages, masks, progress, on_step, turns)
-
-
-def load_run_model(store, run_id: str, device: str | None = None):
-    """(model, tokenizer) of a finished run in eval mode: the base model with the LoRA
-    adapter merged in, or the fully fine-tuned weights; half precision on CUDA."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from curate.models import device as pick_device
-    from curate.models import resolve
-
-    run_dir = store.require().finished_run(run_id)
-    config = TrainConfig(**json.loads((run_dir / "config.json").read_text())["config"])
-    dev = pick_device(device)
-    if config.method == "lora":
-        from peft import PeftModel
-
-        base = AutoModelForCausalLM.from_pretrained(str(resolve(config.model, "causal-lm")),
-                                                    dtype=torch.float32)
-        with _quiet_peft():
-            model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
-        folder = run_dir / "adapter"
-    else:
-        folder = run_dir / "model"
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = torch.float16 if dev.startswith("cuda") else torch.float32
-    return model.to(dev, dtype).eval(), tokenizer
 
 
 def batch_loss(model, examples: list[Example], device: str = "cpu"):
@@ -343,7 +313,7 @@ class _Run:
 
             present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
             targets = [t for t in LORA_TARGETS if t in present] or "all-linear"
-            with _quiet_peft():
+            with quiet_peft():
                 model = get_peft_model(model, LoraConfig(
                     task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                     lora_dropout=config.lora_dropout, target_modules=targets))
@@ -373,7 +343,7 @@ class _Run:
         tmp.mkdir()
         torch.save(state, tmp / "state.pt")
         fsync(tmp / "state.pt")
-        _swap_in(tmp, self.dir / "checkpoint")
+        publish(tmp, self.dir / "checkpoint")
         _write_parquet(self.dir / "loss.parquet", pa.Table.from_pylist(rows, LOSS_SCHEMA))
 
     def _keep_snapshot(self, model, optimizer, step: int, lr: float) -> None:
@@ -395,7 +365,7 @@ class _Run:
             "step": step, "lr": lr, "betas": list(group["betas"]), "eps": group["eps"]}))
         fsync(tmp / "snapshot.safetensors")
         (self.dir / "checkpoints").mkdir(exist_ok=True)
-        _swap_in(tmp, self.dir / "checkpoints" / f"step-{step:06d}")
+        publish(tmp, self.dir / "checkpoints" / f"step-{step:06d}")
 
     def _load_checkpoint(self) -> dict | None:
         import torch
@@ -411,7 +381,7 @@ class _Run:
         tmp = self.dir / f".tmp-{uuid.uuid4().hex[:8]}"
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        _swap_in(tmp, self.dir / ("adapter" if config.method == "lora" else "model"))
+        publish(tmp, self.dir / ("adapter" if config.method == "lora" else "model"))
         _write_parquet(self.dir / "loss.parquet", pa.Table.from_pylist(rows, LOSS_SCHEMA))
         row = {
             "run_id": self.run_id, "selection": self.selection, "model": config.model,
@@ -489,14 +459,6 @@ def _digest(masks: dict[int, np.ndarray]) -> str | None:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """peft 0.21 calls an API that transformers 5 deprecates: not the user's concern."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-        yield
-
-
 def _kept_steps(count: int, total: int) -> set[int]:
     """The steps whose snapshots are kept: `count` evenly spaced, the last step included."""
     return {max(1, round(total * k / count)) for k in range(1, count + 1)} if count else set()
@@ -530,17 +492,6 @@ def _set_rng(state: dict[str, Any]) -> None:
     np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state:
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    """Replace folder `dest` by `tmp`; at every instant one complete copy exists
-    (`_recover` finishes a swap a crash interrupted)."""
-    old = dest.with_name(f".{dest.name}-old")
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    fsync(dest.parent)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recover(run_dir: Path) -> None:

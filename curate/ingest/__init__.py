@@ -9,7 +9,6 @@ as duplicates). Counts always satisfy read = stored + duplicates + quarantined.
 from __future__ import annotations
 
 import glob as globlib
-import hashlib
 import json
 import shutil
 import time
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 
 from curate.engine import get_engine
 from curate.errors import InputError
+from curate.fingerprint import fingerprint
 from curate.ingest.formats import FORMATS, parse_mapping, suggest_fix
 from curate.ingest.reader import (DEFAULT_MAX_RECORD_BYTES, FAST_FLAT, Batch, FileReader,
                                   read_bundle, source_name)
@@ -262,8 +262,7 @@ class _Ingest:
                  and path.stat().st_size <= SMALL_FILE_BYTES)
         data = path.read_bytes() if small else None
         digest = file_hash(path, data)
-        key = hashlib.md5(json.dumps([digest, self.format, fr.source, self.mapping],
-                                     sort_keys=True).encode()).hexdigest()
+        key = fingerprint([digest, self.format, fr.source, self.mapping], algo="md5")
         if key in self.done and not self.force:
             fr.skipped = f"already ingested in run {self.done[key]}"
             self.report.files.append(fr)

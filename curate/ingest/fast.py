@@ -1,22 +1,21 @@
 """Vectorized path for flat records (Alpaca, prompt/completion, question/answer).
 
 Most large instruction corpora are flat. This path takes a whole chunk as an Arrow
-table (Arrow's multithreaded JSON reader for JSON lines, Parquet and CSV batches, or
-records parsed by orjson) and maps it with Arrow kernels, with no per-row Python. It
-gives the same examples as `formats.map_flat`: any row it is not sure about (nulls,
-wrong types, ReAct text, empty responses, outcome or system fields, oversized text)
-goes back to the per-row path, and so does a chunk that does not fit at all.
+table, as `sources` parses it (Arrow's multithreaded JSON reader for JSON lines, see
+`sources.parse_jsonl`; Parquet and CSV batches; or records parsed by orjson), and maps
+it with Arrow kernels, with no per-row Python. It gives the same examples as
+`formats.map_flat`: any row it is not sure about (nulls, wrong types, ReAct text, empty
+responses, outcome or system fields, oversized text) goes back to the per-row path, and
+so does a chunk that does not fit at all.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
 from curate.ingest.formats import (EOS_MARKERS, _EOS, INPUT_KEYS, OUTCOME_KEYS, REFERENCE_KEYS,
                                    RESPONSE_KEYS, TRACE_KEYS)
@@ -28,49 +27,6 @@ _PLAIN = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer,
 
 def _is_text(t: pa.DataType) -> bool:
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)
-
-
-def parse_jsonl(chunk: bytes, limit: int) -> tuple[pa.Table, np.ndarray] | None:
-    """A chunk of whole JSON lines as a table plus the line index of each row, or None
-    when only the per-row parser can say what is wrong with it."""
-    buf = np.frombuffer(chunk, np.uint8)
-    ends = np.flatnonzero(buf == 10)
-    if len(chunk) and chunk[-1:] != b"\n":
-        ends = np.append(ends, len(chunk))
-    if not len(ends):
-        return None
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts
-    nonblank = lengths > 0
-    # every non-blank line must open an object: anything else is for the careful path
-    if not np.all(buf[starts[nonblank]] == ord("{")) or np.any(lengths > limit):
-        return None
-    if _too_deep(buf):
-        return None  # Arrow's JSON reader recurses per level (a stack overflow at 10k)
-    try:
-        # threads pay off on big chunks only; a small file parses 5x faster without
-        options = pajson.ReadOptions(block_size=len(chunk) + 1, use_threads=len(chunk) > 1 << 20)
-        table = pajson.read_json(io.BytesIO(chunk), read_options=options)
-        table.validate(full=True)  # Arrow's JSON reader passes invalid UTF-8 through
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    lines = np.flatnonzero(nonblank)
-    if table.num_rows != len(lines):
-        return None
-    return table, lines
-
-
-MAX_DEPTH = 256  # nesting the vectorized path takes; deeper lines go to orjson (limit 1024)
-
-
-def _too_deep(buf: np.ndarray) -> bool:
-    """Whether brackets nest deeper than MAX_DEPTH anywhere in the chunk (brackets inside
-    strings count too: a false alarm only costs the per-row path)."""
-    opens = (buf == ord("[")) | (buf == ord("{"))
-    if int(opens.sum()) <= MAX_DEPTH:
-        return False
-    closes = (buf == ord("]")) | (buf == ord("}"))
-    return int(np.cumsum(opens.astype(np.int32) - closes).max()) > MAX_DEPTH
 
 
 @dataclass

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.errors import InputError
-from curate.ingest.fast import Flat, map_flat, parse_jsonl
+from curate.ingest.fast import Flat, map_flat
 from curate.ingest.formats import (FORMATS, Format, apply_mapping, detect, is_plain, rename,
                                    rename_columns, suggest_fix)
 from curate.ingest.sources import (CONTAINERS, HEAD_BYTES, RowError, Source, jsonl_records,
-                                   layout_of, raw_text, sniff_container, split_name)
+                                   layout_of, parse_jsonl, raw_text, sniff_container,
+                                   split_name)
 from curate.schema import EXAMPLE_SCHEMA, MESSAGE, example_ids
 from curate.units import format_bytes
 

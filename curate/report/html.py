@@ -283,7 +283,7 @@ def _embedding_map(ctx: _Context) -> str:
     clusters = None
     k = min(8, max(2, int(round(math.sqrt(len(ids) / 2)))), len(ids))
     try:
-        from curate.selectors.kmeans import kmeans
+        from curate.selectors.algorithms.kmeans import kmeans
 
         clusters = kmeans(X, k, seed=0).labels
         notes.append(f"Colours: spherical k-means with k={k} on the {X.shape[1]}-d embeddings "

@@ -14,7 +14,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from curate.chat import assistant_turns, last_turn, plain
+from curate.chat import assistant_turns, last_turn
 
 MAX_TOKENS_SHOWN = 400
 MAX_TURN_CHARS = 600
@@ -53,12 +53,11 @@ def load_tokenizer(model: str | None) -> tuple[object | None, str | None]:
 def response_tokens(tok, messages: list[dict]) -> list[str]:
     """The text of each trained token of the last assistant turn, as the lm scorer
     tokenizes it: the content tokens, then the end-of-turn token."""
-    from curate.scoring.lm import _SENTINEL, LMScorer
+    from curate.tokens import split_at_response
 
     last = last_turn(messages)
     content = messages[last]["content"] or ""
-    turns = plain(messages[:last])
-    _, tail = LMScorer._split(tok, turns + [{"role": "assistant", "content": _SENTINEL}])
+    _, tail = split_at_response(tok, messages[:last])
     end = tok(tail, add_special_tokens=False)["input_ids"][:1]
     if getattr(tok, "is_fast", False):
         enc = tok(content, add_special_tokens=False, return_offsets_mapping=True)

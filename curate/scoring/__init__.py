@@ -26,7 +26,8 @@ SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (HeuristicsScorer, EmbedS
                                                           StepLossScorer, InfluenceScorer,
                                                           StepInfluenceScorer)}
 
-__all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer", "scorer_for"]
+__all__ = ["SCORERS", "ScoreReport", "Scorer", "make_scorer", "run_scorer", "scorer_for",
+           "scorer_from_spec"]
 
 
 def make_scorer(name: str, **options) -> Scorer:
@@ -47,10 +48,25 @@ def make_scorer(name: str, **options) -> Scorer:
 def scorer_for(store, name: str, **options) -> Scorer:
     """`make_scorer` for scoring `store`: a scorer that reads the store itself
     (`needs_store`, e.g. influence) is given it, and its batch size is capped at its
-    `max_batch_size`. Such a scorer still needs `prepare()` before `run_scorer`."""
+    `max_batch_size`. Such a scorer still needs `curate.finetune.prepare_scorer` before
+    `run_scorer`."""
     cls = SCORERS.get(name)
     if cls is not None and cls.needs_store:
         options["store"] = store
     if cls is not None and cls.max_batch_size and options.get("batch_size"):
         options["batch_size"] = min(options["batch_size"], cls.max_batch_size)
     return make_scorer(name, **options)
+
+
+def scorer_from_spec(store, spec: str | dict) -> tuple[Scorer, str | None]:
+    """(scorer, where) from a scorer spec: a name (`"embed"`) or a mapping
+    `{"name": "embed", "where": SQL, ...the scorer's options}` (a flow's `scorers:` entry,
+    `curate run --score`, `curate score`, `Store.score`), made for `store` by `scorer_for`.
+    The spec itself is not changed."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = spec.pop("name", None)
+    if not name:
+        raise CurateError(f"scorer spec {spec!r} has no name\n  fix: e.g. {{name: embed, "
+                          "text: prompt}")
+    where = spec.pop("where", None)
+    return scorer_for(store, name, **spec), where

@@ -12,7 +12,6 @@ the same batches, so its results equal an uninterrupted run's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
+from curate.fingerprint import fingerprint
 from curate.store import (EXAMPLES_AND_PAIRS, Store, disk_full_is_an_error, fsync, hold_lock,
                           write_atomic)
 
@@ -57,7 +57,8 @@ class Scorer:
     loaded: ClassVar[tuple[str, ...]] = ()
     on_gpu: ClassVar[bool] = False  # runs a model a GPU speeds up: one GPU per worker
     # reads the store itself (influence: warm-up run, target gradients): built with
-    # `store=` and `prepare()`d before scoring
+    # `store=` and made ready before scoring by `curate.finetune.prepare_scorer`, which
+    # trains the run `warmup_plan()` asks for, then calls `prepare()`
     needs_store: ClassVar[bool] = False
     max_batch_size: ClassVar[int | None] = None  # per-example gradients: memory-bound
 
@@ -79,7 +80,14 @@ class Scorer:
 
     @property
     def key(self) -> str:
-        return hashlib.md5(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()[:16]
+        return fingerprint(self.config(), 16, "md5")
+
+    def warmup_plan(self) -> dict | None:
+        """The fine-tuning run this scorer needs trained before it can score (None: none)."""
+        return None
+
+    def prepare(self, progress=None) -> None:
+        """Load what scoring needs from the store, once (a no-op for most scorers)."""
 
     def score(self, batch: pa.Table) -> pa.Table:
         """`batch` has `id` and the input column (`messages` or `text`); return a table

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 
 from curate.errors import CurateError
 from curate.scoring.base import TEXTS, Scorer
+from curate.store import publish
 
 EXACT_INDEX_MAX = 100_000  # above this many vectors the index is IVF (approximate)
 
@@ -81,41 +82,6 @@ class EmbedScorer(Scorer):
         return vectors == (pq.ParquetFile(ids).metadata.num_rows if ids.is_file() else 0)
 
 
-class HiddenStateEmbedder:
-    """A causal LM as an embedder with SentenceTransformer's `encode`: the last hidden
-    layer, mean-pooled with weights growing with the position (SGPT's weighted mean: in
-    a decoder, later tokens have read more of the text), L2-normalized when asked."""
-
-    def __init__(self, model, tokenizer, max_tokens: int = 512):
-        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
-
-    def get_embedding_dimension(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,
-               convert_to_numpy: bool = True, show_progress_bar: bool = False) -> np.ndarray:
-        import torch
-
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding
-        out = np.zeros((len(texts), self.get_embedding_dimension()), np.float32)
-        device = next(self.model.parameters()).device
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in rows], return_tensors="pt", padding=True,
-                                 truncation=True, max_length=self.max_tokens).to(device)
-            with torch.no_grad():
-                base = getattr(self.model, "model", self.model)  # the decoder, not the head
-                hidden = base(input_ids=enc["input_ids"],
-                              attention_mask=enc["attention_mask"]).last_hidden_state
-            mask = enc["attention_mask"].to(hidden.dtype)
-            weights = mask * mask.cumsum(dim=1)  # 1, 2, 3, ... over the real tokens
-            pooled = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
-            out[rows] = pooled.float().cpu().numpy()
-        if normalize_embeddings:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
-
-
 def load_vectors(folder: Path, only: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """Ids and vectors of every scored (non-empty) example of one embed configuration,
     or of the ids in `only` (read with a filter: the rest are never materialized)."""
@@ -155,6 +121,6 @@ def build_index(folder: Path) -> Path:
     tmp = folder / ".index.faiss.tmp"
     faiss.write_index(index, str(tmp))
     pq.write_table(pa.table({"id": ids}), folder / ".index_ids.parquet.tmp")
-    (folder / ".index_ids.parquet.tmp").replace(folder / "index_ids.parquet")
-    tmp.replace(folder / "index.faiss")
+    publish(folder / ".index_ids.parquet.tmp", folder / "index_ids.parquet")
+    publish(tmp, folder / "index.faiss")
     return folder / "index.faiss"

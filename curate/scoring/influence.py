@@ -4,7 +4,9 @@ toward a target set.
 1. Warm-up: LoRA fine-tune on a small random slice of the store (`--warmup N` rows, saved
    as selection `influence-warmup-N-sS`), keeping K evenly spaced snapshots (weights,
    Adam moments, the step's learning rate); or any finished LoRA run that kept snapshots
-   (`--warmup-run ID`, trained with `TrainConfig(keep_checkpoints=K)`).
+   (`--warmup-run ID`, trained with `TrainConfig(keep_checkpoints=K)`). The scorer does
+   not train: it asks for its warm-up (`warmup_plan`), and the fine-tune stage trains it
+   (`curate.finetune.prepare_scorer`, called by `curate score`, the API and the flows).
 2. Features, per snapshot: each example's gradient of its mean token loss (assistant
    tokens, tokenized exactly as the fine-tune stage does) with respect to the LoRA
    weights. Pool examples are Adam-preconditioned as in LESS (Xia et al. 2024): the update
@@ -41,7 +43,6 @@ a part, and the first one wins on read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -56,6 +57,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
+from curate.fingerprint import fingerprint
 from curate.scoring.base import Scorer
 from curate.store import Store, fsync, write_atomic
 
@@ -135,7 +137,7 @@ def _gradient_passes(model, examples: list, device: str, weightings):
     import torch
     import torch.nn.functional as F
 
-    from curate.finetune.data import IGNORE
+    from curate.tokens import IGNORE
 
     layers = trainable_linears(model)
     inputs: dict[str, torch.Tensor] = {}
@@ -327,7 +329,7 @@ class GradientStore:
 
     def __init__(self, store: Store, config: dict):
         self.config = {"version": GRADIENT_VERSION, **config}
-        key = hashlib.md5(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:16]
+        key = fingerprint(self.config, 16, "md5")
         self.folder = store.folder("gradients") / key
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "config.json").is_file():
@@ -513,14 +515,31 @@ class InfluenceScorer(Scorer):
         self._ready = False
 
     # -- setup
+    def warmup_plan(self) -> dict | None:
+        """The warm-up this scorer still needs (None once it has a run): the random
+        selection to train on and the LoRA training options. The fine-tune stage trains it
+        (`curate.finetune.prepare_scorer`, which `curate score` and the flows call) and
+        hands the run id back as `run_id`."""
+        if self.run_id is not None:
+            return None
+        return {"selection": f"influence-warmup-{self.warmup_rows}-s{self.seed}",
+                "rows": self.warmup_rows, "seed": self.seed,
+                "train": {"model": self.model, "method": "lora", "epochs": self.warmup_epochs,
+                          "max_tokens": self.max_tokens, "seed": self.seed,
+                          "lora_r": self.lora_r, "lora_alpha": 2 * self.lora_r,
+                          "keep_checkpoints": self.checkpoints, "device": self.device}}
+
     def prepare(self, progress=None) -> None:
-        """Train (or reuse) the warm-up, load its snapshots and the model, and compute
-        (or read) the target's features. `progress` follows the warm-up's steps."""
+        """Load the warm-up run's snapshots and the model, and compute (or read) the
+        target's features. The warm-up run must exist (`warmup_plan`)."""
         if self._ready:
             return
         from curate.models import device as pick_device
 
-        self.run_id = self.warmup_run or self._warm_up(progress)
+        if self.run_id is None:
+            raise CurateError("the influence scorer's warm-up run is not trained yet\n  "
+                              "fix: curate.finetune.prepare_scorer(store, scorer) trains it "
+                              "(curate score influence does), or pass warmup_run=RUN_ID")
         self._dev = pick_device(self.device)
         self._model, self._tok = self._load_model()
         names = [f"{n}.{p}" for n, m in trainable_linears(self._model)
@@ -540,35 +559,10 @@ class InfluenceScorer(Scorer):
             self._target_feats.append(_unit(feats))
         self._ready = True
 
-    def _warm_up(self, progress) -> str:
-        from curate.finetune.train import TrainConfig, finetune
-        from curate.selectors import select
-
-        name = f"influence-warmup-{self.warmup_rows}-s{self.seed}"
-        if not (self.store.folder("selections") / name / "manifest.json").is_file():
-            select(self.store, "random", name, budget=self.warmup_rows, seed=self.seed)
-        config = TrainConfig(model=self.model, method="lora", epochs=self.warmup_epochs,
-                             max_tokens=self.max_tokens, seed=self.seed, lora_r=self.lora_r,
-                             lora_alpha=2 * self.lora_r, keep_checkpoints=self.checkpoints,
-                             device=self.device)
-        return finetune(self.store, name, config, progress=progress).run_id
-
     def _load_model(self):
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from curate.models import load_run_model
 
-        from curate.finetune.train import _quiet_peft
-        from curate.models import resolve
-
-        run_dir = self.store.folder("runs") / self.run_id
-        config = json.loads((run_dir / "config.json").read_text())["config"]
-        base = AutoModelForCausalLM.from_pretrained(str(resolve(config["model"], "causal-lm")),
-                                                    dtype=torch.float32)
-        with _quiet_peft():
-            model = PeftModel.from_pretrained(base, str(run_dir / "adapter"), is_trainable=True)
-        tok = AutoTokenizer.from_pretrained(str(run_dir / "adapter"))
-        return model.to(self._dev).eval(), tok
+        return load_run_model(self.store, self.run_id, self._dev, trainable=True)
 
     # -- features
     def _features(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool,
@@ -592,7 +586,7 @@ class InfluenceScorer(Scorer):
 
     def _compute(self, snap: Snapshot, ids: list[str], messages: list, precondition: bool,
                  steps: bool = False) -> tuple[list[str], np.ndarray, np.ndarray]:
-        from curate.finetune.data import encode
+        from curate.tokens import encode
         from curate.scoring.steps import step_runs
 
         unexpected = self._model.load_state_dict(snap.weights, strict=False).unexpected_keys

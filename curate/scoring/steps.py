@@ -2,7 +2,7 @@
 of every assistant turn given everything before it, under one causal LM.
 
 A trace's steps are its assistant turns. The conversation is tokenized exactly as the
-fine-tune stage tokenizes it (`curate.finetune.data.encode`: chat template, each turn's
+fine-tune stage tokenizes it (`curate.tokens.encode`: chat template, each turn's
 content tokens plus its end-of-turn token) and run through the model once; the trained
 tokens fall into one run per non-empty assistant turn (role headers separate them), and
 each run's mean loss is that step's score. The expert-failures selector reads these to
@@ -26,6 +26,7 @@ import pyarrow as pa
 from curate.chat import assistant_turns
 from curate.errors import CurateError
 from curate.scoring.lm import LMScorer
+from curate.tokens import IGNORE, encode, token_losses
 
 
 class StepLossScorer(LMScorer):
@@ -39,16 +40,13 @@ class StepLossScorer(LMScorer):
     needs = "messages"
 
     def score(self, batch: pa.Table) -> pa.Table:
-        from curate.finetune.data import IGNORE, encode
-
-        model, tok, _ = self._load()
+        model, tok = self._load()
         messages_list = batch["messages"].to_pylist()
         examples = {e.index: e for e in encode(tok, messages_list, self.max_tokens)}
         order = sorted(examples)
         seqs = [examples[i].input_ids.tolist() for i in order]
         starts = [int(np.flatnonzero(examples[i].labels != IGNORE)[0]) for i in order]
-        _, _, losses = self._token_losses(model, tok, seqs, starts, [None] * len(order),
-                                          with_entropy=False)
+        _, _, losses = token_losses(model, tok, seqs, starts, batch_tokens=self.batch_tokens)
         out = {c: [] for c in self.columns}
         reasons = []
         per_example = dict(zip(order, zip(starts, losses)))
@@ -79,12 +77,10 @@ class StepLossScorer(LMScorer):
 
 def step_runs(messages: list[dict], example, example_id: str) -> dict[int, np.ndarray]:
     """Step (0-based, over the assistant messages in order) -> the indices of its tokens
-    among `example`'s trained tokens (`curate.finetune.data.encode` output, label order).
+    among `example`'s trained tokens (`curate.tokens.encode` output, label order).
     The trained tokens fall into one run per non-empty assistant turn (role headers
     separate them); truncation cuts the oldest turns, so the runs belong to the last ones.
     Empty turns and turns cut off have no entry."""
-    from curate.finetune.data import IGNORE
-
     positions = np.flatnonzero(example.labels != IGNORE)
     runs = np.split(np.arange(len(positions)), np.flatnonzero(np.diff(positions) > 1) + 1)
     turns = assistant_turns(messages)

@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import inspect
 import time
+from dataclasses import dataclass, field
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector
+from curate.selectors.base import Budget, Selector
+from curate.selectors.pool import Pool
 from curate.selectors.baselines import (LengthFilter, LongestSelector, RandomSelector,
                                         ThresholdSelector, TopKSelector)
 from curate.selectors.deduplicators import ExactDeduplicator, SemanticDeduplicator
 from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector,
                                         LogDeterminantSelector)
-from curate.selectors.recipe import Plan, Step, load_recipe, run_plan, validate
+from curate.selectors.recipe import (Plan, Step, load_recipe, packaged_recipes, resolve_recipe,
+                                     run_plan, validate)
 from curate.selectors.similarity import DeitaSelector, SimilaritySelector
 from curate.selection import (Selection, check_name, delete_selection,
                               list_selections, save_selection)
@@ -52,8 +55,9 @@ SELECTORS: dict[str, type[Selector]] = {
                         TokenCleaner)
 }
 
-__all__ = ["SELECTORS", "Budget", "Plan", "Pool", "Selection", "Selector", "Step",
-           "delete_selection", "list_selections", "load_recipe", "make_selector", "select"]
+__all__ = ["SELECTORS", "Budget", "Plan", "Pool", "Selection", "SelectionSpec", "Selector",
+           "SpecWords", "Step", "delete_selection", "list_selections", "load_recipe",
+           "make_selector", "packaged_recipes", "parse_selection", "resolve_recipe", "select"]
 
 
 def make_selector(method: str, **params) -> Selector:
@@ -70,13 +74,20 @@ def make_selector(method: str, **params) -> Selector:
     return cls(**params)
 
 
-def select(store, plan: Plan | str, name: str, *, where: str | None = None,
+def select(store, plan: Plan | Selector | str, name: str, *, where: str | None = None,
            embed: str | None = None, overwrite: bool = False, progress=None,
            **params) -> Selection:
-    """Run a method (`plan` = its name, `params` its options) or a recipe plan on the
-    store and save the result as selection `name`."""
+    """Run a method (`plan` = its name, `params` its options), an estimator (a Selector,
+    fitted here on the pool) or a recipe plan on the store and save the result as
+    selection `name`."""
     check_name(name)
-    if isinstance(plan, str):
+    if isinstance(plan, Selector):
+        if params:
+            raise CurateError(f"options {', '.join(params)} go to the estimator's constructor"
+                              f"\n  fix: make_selector({plan.name!r}, **options)")
+        plan = validate(Plan([Step("select", method=plan.name, params=plan.get_params(),
+                                   selector=plan)], where, embed))
+    elif isinstance(plan, str):
         plan = validate(Plan([Step("select", method=plan, params=params)], where, embed))
     else:
         plan.where = where if where is not None else plan.where
@@ -110,3 +121,63 @@ def select(store, plan: Plan | str, name: str, *, where: str | None = None,
         result.pool.close()
     save_selection(store, selection, overwrite=overwrite)
     return selection
+
+
+@dataclass(frozen=True)
+class SpecWords:
+    """How an interface spells a selection's parts, for `parse_selection`'s messages
+    (the defaults: a flow's selection spec)."""
+    name_fix: str = "add name: NAME"
+    method: str = "method"
+    recipe: str = "recipe"
+    either_fix: str = "e.g. {recipe: selectors/dedup.yaml} or {method: random, budget: 5%}"
+    show_spec: bool = True  # name the spec in messages (a flow has several)
+
+
+@dataclass
+class SelectionSpec:
+    """A selection to make: `plan` (a recipe's checked Plan, or a method name) and what
+    `select` takes with it."""
+    name: str
+    plan: Plan | str
+    where: str | None = None
+    embed: str | None = None
+    params: dict = field(default_factory=dict)  # the method's options, budget included
+
+    @property
+    def method(self) -> str | None:
+        """The method name; None for a recipe."""
+        return self.plan if isinstance(self.plan, str) else None
+
+    def run(self, store, *, overwrite: bool = False, progress=None) -> Selection:
+        """`select` it on the store and save it (see `select`)."""
+        return select(store, self.plan, self.name, where=self.where, embed=self.embed,
+                      overwrite=overwrite, progress=progress, **self.params)
+
+
+def parse_selection(spec: dict, words: SpecWords = SpecWords()) -> SelectionSpec:
+    """A selection spec `{name, recipe | method, budget, where, embed, params, ...}` as
+    `select` takes it. The recipe (a path or a packaged recipe's name, see
+    `resolve_recipe`) is loaded and checked, `budget` overriding its own; for a method,
+    the options are `params` and every other key (those winning), `budget` among them.
+    A missing name, or a spec with both or neither of recipe and method, fails in the
+    words of the interface that took it (`words`). The spec itself is not changed."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if not name:
+        what = f"selection spec {spec!r} has no name" if words.show_spec \
+            else "a selection needs a name"
+        raise CurateError(f"{what}\n  fix: {words.name_fix}")
+    recipe, method = spec.pop("recipe", None), spec.pop("method", None)
+    if bool(recipe) == bool(method):
+        where = f"selection {name!r}: " if words.show_spec else ""
+        raise CurateError(f"{where}give either {words.method} or {words.recipe}, not both or "
+                          f"neither\n  fix: {words.either_fix}")
+    budget, where, embed = spec.pop("budget", None), spec.pop("where", None), \
+        spec.pop("embed", None)
+    params = {**(spec.pop("params", None) or {}), **spec}
+    if recipe:
+        return SelectionSpec(name, load_recipe(recipe, budget=budget), where, embed, params)
+    if budget is not None:
+        params["budget"] = budget
+    return SelectionSpec(name, method, where, embed, params)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
+from curate.selectors.base import Budget, Selector, rank_by, take_in_order
+from curate.selectors.pool import Pool
 
 
 class RandomSelector(Selector):

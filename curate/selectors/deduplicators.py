@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from curate.errors import CurateError
 from curate.scoring.base import TEXTS
-from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
+from curate.selectors.base import Budget, Selector, rank_by, take_in_order
+from curate.selectors.pool import Pool
 from curate.selectors.diversity import default_clusters
 
 
@@ -62,8 +63,8 @@ class SemanticDeduplicator(_Deduplicator):
         self.seed = seed
 
     def fit(self, pool: Pool) -> "SemanticDeduplicator":
-        from curate.selectors.dedup import semantic_dedup
-        from curate.selectors.kmeans import kmeans, second_nearest
+        from curate.selectors.algorithms.dedup import semantic_dedup
+        from curate.selectors.algorithms.kmeans import kmeans, second_nearest
 
         if not 0 < self.threshold <= 1:
             raise CurateError(f"semdedup threshold {self.threshold} must be in (0, 1]\n"
@@ -95,7 +96,7 @@ class ExactDeduplicator(_Deduplicator):
         self.budget = budget
 
     def fit(self, pool: Pool) -> "ExactDeduplicator":
-        from curate.selectors.dedup import exact_dedup, normalized_text_key
+        from curate.selectors.algorithms.dedup import exact_dedup, normalized_text_key
 
         if self.text not in TEXTS:
             raise CurateError(f"exact-dedup text {self.text!r}\n  fix: use one of "

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector
+from curate.selectors.base import Budget, Selector
+from curate.selectors.pool import Pool
 
 if TYPE_CHECKING:
     from curate.engine import Engine
@@ -71,7 +72,7 @@ class KMeansSelector(Selector):
         return _engine_named(super().get_params())
 
     def fit(self, pool: Pool) -> "KMeansSelector":
-        from curate.selectors import kmeans as km
+        from curate.selectors.algorithms import kmeans as km
 
         if self.strategy not in STRATEGIES:
             raise CurateError(f"unknown kmeans strategy {self.strategy!r}\n  fix: use one of "
@@ -152,8 +153,8 @@ class FacilityLocationSelector(Selector):
         return _engine_named(super().get_params())
 
     def fit(self, pool: Pool) -> "FacilityLocationSelector":
-        from curate.selectors.graph import knn_graph
-        from curate.selectors.submodular import facility_location, greedi_facility_location
+        from curate.selectors.algorithms.graph import knn_graph
+        from curate.selectors.algorithms.submodular import facility_location, greedi_facility_location
 
         costs, limit = self._budget(pool)
         quality, weight = _quality(pool, self.quality, self.quality_weight)
@@ -194,7 +195,7 @@ class LogDeterminantSelector(Selector):
         self.ridge = ridge
 
     def fit(self, pool: Pool) -> "LogDeterminantSelector":
-        from curate.selectors.submodular import log_determinant
+        from curate.selectors.algorithms.submodular import log_determinant
 
         costs, limit = self._budget(pool)
         quality, weight = _quality(pool, self.quality, self.quality_weight)

@@ -12,7 +12,10 @@ a one-step plan; a YAML recipe (top-level `selectors/` folder) is a longer one:
       - select: {method: facility-location, quality: ifd}
 
 Every step is checked (method names, options, budget) before any work; mistakes name
-the recipe's line.
+the recipe's line. A recipe is named by its path or, for the packaged ones (the
+`selectors/` folder, shipped inside the package), by its bare name: `dedup`,
+`dedup.yaml` and `selectors/dedup.yaml` are the same recipe from any directory
+(`resolve_recipe`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector
+from curate.selectors.base import Budget, Selector
+from curate.selectors.pool import Pool
 
 STEP_KINDS = ("filter", "dedup", "select")
 TOP_KEYS = ("description", "where", "budget", "embed", "steps")
@@ -39,6 +43,7 @@ class Step:
     params: dict = field(default_factory=dict)
     sql: str | None = None  # for filter
     line: int | None = None  # in the recipe, for messages
+    selector: Selector | None = None  # an estimator to fit instead of make_selector(method)
 
     def describe(self) -> dict:
         if self.kind == "filter":
@@ -101,16 +106,59 @@ def validate(plan: Plan) -> Plan:
     return plan
 
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def recipes_folder() -> Path | None:
+    """Where the packaged recipes are: `curate/recipes/` in an installed curate (the
+    top-level `selectors/` folder, shipped there by pyproject.toml's package-dir), else
+    the `selectors/` folder of the clone curate runs from (an editable install too)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "recipes"
+    if installed.is_dir():
+        return installed
+    clone = package.parent
+    if (clone / "pyproject.toml").is_file() and (clone / "selectors").is_dir():
+        return clone / "selectors"
+    return None
+
+
+def packaged_recipes() -> dict[str, Path]:
+    """The packaged recipes by bare name (`dedup` for selectors/dedup.yaml)."""
+    folder = recipes_folder()
+    if folder is None:
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir())
+            if p.suffix in RECIPE_SUFFIXES and p.is_file()}
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """The recipe file that `recipe` names: an existing path as given (relative to the
+    working directory) wins; else a packaged recipe, named bare (`dedup`, `dedup.yaml`)
+    or as the project writes it (`selectors/dedup.yaml`), found the same from a clone
+    and from an installed curate. A name that matches nothing fails listing the
+    packaged recipes."""
+    path = Path(recipe).expanduser()
+    if path.is_file():
+        return path
+    parts = path.parts
+    bare = not path.is_absolute() and (len(parts) == 1 or
+                                       (len(parts) == 2 and parts[0] == "selectors"))
+    stem = path.stem if path.suffix in RECIPE_SUFFIXES else path.name
+    packaged = packaged_recipes()
+    if bare and stem in packaged:
+        return packaged[stem]
+    have = ", ".join(packaged) or "none found"
+    raise CurateError(f"no recipe file {recipe}\n  fix: give a path to a YAML recipe, or "
+                      f"the name of a packaged one: {have}")
+
+
 def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
-    """Parse and check a YAML recipe; `budget` overrides the recipe's."""
+    """Parse and check a YAML recipe (a path or a packaged recipe's name, as
+    `resolve_recipe` finds it); `budget` overrides the recipe's."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        have = sorted(p.name for p in Path("selectors").glob("*.yaml"))
-        raise CurateError(f"no recipe file {path}\n  fix: give a path to a YAML recipe"
-                          + (f"; the shipped ones are selectors/{', selectors/'.join(have)}"
-                             if have else ""))
+    path = resolve_recipe(path)
     text = path.read_text()
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes only: nothing constructed
@@ -218,7 +266,7 @@ def run_plan(store, plan: Plan, progress=None) -> PlanResult:
                 keep = pool.values(f"({step.sql})::BOOLEAN", "filter") == 1.0
                 pool = pool.subset(keep)
             else:
-                selector = make_selector(step.method, **step.params).fit(pool)
+                selector = (step.selector or make_selector(step.method, **step.params)).fit(pool)
                 if getattr(selector, "dropped_", None) is not None and selector.dropped_.num_rows:
                     d = selector.dropped_
                     dropped.append(d.append_column("step", pa.array([label] * d.num_rows)))

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector, take_in_order
+from curate.selectors.base import Budget, Selector, take_in_order
+from curate.selectors.pool import Pool
 
 STRATEGIES = ("mean", "round-robin")
 BLOCK = 512  # candidates compared at once against the rows already taken (deita)
@@ -72,7 +73,7 @@ def round_robin(X: np.ndarray, T: np.ndarray, costs: np.ndarray, limit: float
     is repeated deeper (the picks are the same as with the whole pool sorted)."""
     import faiss
 
-    from curate.selectors.submodular import max_items
+    from curate.selectors.algorithms.submodular import max_items
 
     n, m = len(X), len(T)
     cap = max_items(costs, limit)

@@ -11,11 +11,12 @@ Two strategies:
   of tokens is kept, within each example (`scope="example"`, as Rho-1 ranks) or over the
   whole pool (`scope="global"`, the paper's fixed-model cleaning). With `rounds=N` the
   reference evolves (the paper's self-evolving cleaning): the pool is cut into N chunks
-  in pool order; after cleaning chunk r, the base model is fine-tuned again on the
-  reference run's own selection plus the cleaned chunks so far (the reference run's
-  training configuration; `round_steps` overrides its step count), and that run scores
-  chunk r + 1. Each round's training set is saved as selection `tc-<key>-r<r>` and its
-  run is cached like any other, so a rerun retrains nothing.
+  in pool order, and chunk r is scored by the r-th reference, `[reference,
+  *round_references][r]`. Round r's reference is fine-tuned on the first reference run's
+  own selection plus chunks 0..r-1 cleaned (`round_selection`), so the estimator never
+  trains: `curate.finetune.rounds.token_clean_rounds` (`curate select token-clean
+  --rounds N`) trains each round's reference and passes them in. Chunks already cleaned
+  by this estimator with the same reference are not scored again.
 
 - `q-tuning` (Q-Tuning, Wang et al. 2025, "Winning the Pruning Gamble: A Unified
   Approach to Joint Sample and Token Pruning for Efficient Supervised Fine-Tuning",
@@ -32,7 +33,7 @@ Two strategies:
   budget, at most what the median split keeps. The paper prunes dynamically with the
   model being trained; here the plane comes from the base model's `lm` scores, once.
 
-Token losses follow the mask contract of curate/finetune/data.py: one entry per trained
+Token losses follow the mask contract of curate/tokens.py: one entry per trained
 token of the last assistant turn (its content, then the end-of-turn token). They come from
 `scores_lm.token_losses` where the `lm` scorer ran with the same model and did not
 truncate, else they are computed here with the same encoding. Tokens past a truncated
@@ -41,7 +42,6 @@ response's scored head are not judged and stay trained.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -50,11 +50,12 @@ import pyarrow as pa
 
 from curate.chat import last_content
 from curate.errors import CurateError
-from curate.selection import make_masks
-from curate.selectors.base import Budget, Pool, Selector, rank_by, take_in_order
+from curate.fingerprint import fingerprint
+from curate.selection import Selection, make_masks
+from curate.selectors.base import Budget, Selector, rank_by, take_in_order
+from curate.selectors.pool import Pool
 
 STRATEGIES = ("influence", "q-tuning")
-_CHUNK = 2048  # examples encoded and scored per pass
 SCOPES = ("example", "global")
 
 
@@ -66,7 +67,7 @@ class TokenCleaner(Selector):
 
     def __init__(self, reference: str | None = None, keep: float | str = 0.6,
                  scope: str = "example", strategy: str = "influence", rounds: int = 1,
-                 round_steps: int | None = None, model: str | None = None,
+                 round_references: list[str] | None = None, model: str | None = None,
                  quantile: float | None = None, neighbor: float = 0.5,
                  error: str = "ppl", uncertainty: str = "entropy", budget=None,
                  max_tokens: int = 2048, batch_tokens: int = 16384, device: str | None = None):
@@ -75,7 +76,7 @@ class TokenCleaner(Selector):
         self.scope = scope
         self.strategy = strategy
         self.rounds = rounds
-        self.round_steps = round_steps
+        self.round_references = round_references
         self.model = model
         self.quantile = quantile
         self.neighbor = neighbor
@@ -111,6 +112,12 @@ class TokenCleaner(Selector):
              "--reference RUN_ID (a finished run: `curate finetune` on a trusted slice)"),
             (self.strategy == "q-tuning" and self.rounds != 1, f"rounds={self.rounds}",
              "rounds=1 with q-tuning (it needs no reference)"),
+            (self.strategy == "influence" and isinstance(self.rounds, int)
+             and len(self._references()) != self.rounds,
+             f"rounds={self.rounds} and {len(self._references())} reference(s)",
+             "`curate select token-clean --rounds N` (curate.finetune.rounds."
+             "token_clean_rounds), which trains the reference of every later round and "
+             "passes them as round_references"),
             (self.quantile is not None and not 0 < float(self.quantile) <= 0.5,
              f"quantile={self.quantile}", "0 < quantile <= 0.5"),
             (not 0 <= float(self.neighbor) <= 1, f"neighbor={self.neighbor}",
@@ -122,80 +129,106 @@ class TokenCleaner(Selector):
         return keep
 
     # ------------------------------------------------------------ influence
+    def _references(self) -> list[str]:
+        return [r for r in [self.reference, *(self.round_references or [])] if r]
+
     def _fit_influence(self, pool: Pool, ids: list[str], messages: list,
                        keep: float) -> "TokenCleaner":
-        from curate.finetune.train import load_run_model
-
-        store = pool.store
-        reference = self.reference
-        run_config = _run_config(store, reference)
-        base_name = self.model or run_config["config"]["model"]
-        self._tok = _tokenizer(base_name)
-        base = _cached_losses(pool, ids, base_name)
-        chunks = np.array_split(np.arange(len(ids)), self.rounds)
-        influence: list[np.ndarray | None] = [None] * len(ids)
-        kept: list[np.ndarray | None] = [None] * len(ids)
-        self.references_ = []
-        for r, chunk in enumerate(chunks):
-            self.references_.append(reference)
-            todo = [int(i) for i in chunk if base[i] is None]
-            if todo:
-                model, tok = _base_model(base_name, self.device)
-                for i, losses in zip(todo, self._losses(model, tok, [messages[i] for i in todo])):
-                    base[i] = losses
-            model, tok = load_run_model(store, reference, self.device)
-            ref = self._losses(model, tok, [messages[int(i)] for i in chunk])
-            del model
-            for i, losses in zip(chunk, ref):
-                if base[i] is not None and losses is not None:
-                    influence[i] = base[i].astype(np.float64) - losses.astype(np.float64)
-            masks = _keep_top([influence[int(i)] for i in chunk], keep, self.scope)
-            for i, m in zip(chunk, masks):
-                kept[int(i)] = m
-            if r + 1 < len(chunks):
-                reference = self._evolve(pool, ids, messages, kept, run_config,
-                                         chunks[: r + 1], r + 1)
+        influence, kept = self._clean_chunks(pool, ids, messages, self._references(), keep)
         gains = np.array([float(v.mean()) if v is not None and len(v) else np.nan
                           for v in influence])
         reasons = [f"kept {int(m.sum())}/{len(m)} tokens (influence {g:.3f})" if m is not None
                    else "no response tokens scored" for m, g in zip(kept, gains)]
-        return self._finish(pool, ids, messages, kept, gains, reasons, base_name,
+        self.references_ = self._references()
+        return self._finish(pool, ids, messages, kept, gains, reasons, self._base_name(pool),
                             rank_by(gains))
 
-    def _evolve(self, pool: Pool, ids: list[str], messages: list, kept: list,
-                run_config: dict, done: list[np.ndarray], r: int) -> str:
-        """Fine-tune a new reference on the reference run's selection plus the cleaned
-        chunks so far; returns its run id (a finished run is reused)."""
-        from curate.finetune.train import TrainConfig, finetune
-        from curate.selection import Selection, save_selection
+    def _base_name(self, pool: Pool) -> str:
+        return self.model or _run_config(pool.store, self.reference)["config"]["model"]
 
+    def _clean_chunks(self, pool: Pool, ids: list[str], messages: list, references: list[str],
+                      keep: float) -> tuple[list, list]:
+        """Per example (None outside the first len(references) chunks): token influence
+        (base loss minus the chunk's reference loss) and the kept-token mask."""
+        base_name = self._base_name(pool)
+        self._tok = _tokenizer(base_name)
+        chunks = np.array_split(np.arange(len(ids)), self.rounds)
+        influence: list[np.ndarray | None] = [None] * len(ids)
+        kept: list[np.ndarray | None] = [None] * len(ids)
+        done = getattr(self, "_chunks_done", {})
+        base = None
+        for r, (chunk, reference) in enumerate(zip(chunks, references)):
+            key = (pool.fingerprint(), r, reference, keep, self.scope, base_name)
+            if key not in done:
+                if base is None:
+                    base = _cached_losses(pool, ids, base_name)
+                done[key] = self._clean_chunk(pool.store, chunk, messages, base, base_name,
+                                              reference, keep)
+            for i, v, m in zip(chunk, *done[key]):
+                influence[int(i)], kept[int(i)] = v, m
+        self._chunks_done = done  # a later fit with more round references reuses them
+        return influence, kept
+
+    def _clean_chunk(self, store, chunk: np.ndarray, messages: list, base: list,
+                     base_name: str, reference: str, keep: float) -> tuple[list, list]:
+        from curate.models import load_run_model
+
+        todo = [int(i) for i in chunk if base[i] is None]
+        if todo:
+            model, tok = _base_model(base_name, self.device)
+            for i, losses in zip(todo, self._losses(model, tok, [messages[i] for i in todo])):
+                base[i] = losses
+        model, tok = load_run_model(store, reference, self.device)
+        ref = self._losses(model, tok, [messages[int(i)] for i in chunk])
+        del model
+        influence = [base[int(i)].astype(np.float64) - losses.astype(np.float64)
+                     if base[int(i)] is not None and losses is not None else None
+                     for i, losses in zip(chunk, ref)]
+        return influence, _keep_top(influence, keep, self.scope)
+
+    def round_selection(self, pool: Pool, references: list[str]) -> Selection:
+        """The training set of round `len(references)` (>= 1): the first reference run's
+        own selection plus the chunks before it, cleaned by `references` (the first
+        reference and the later rounds' so far). Not saved, not trained: the caller does
+        both (`curate.finetune.rounds.token_clean_rounds`)."""
+        keep = self._check_round(references)
         store = pool.store
-        members = [ids[int(i)] for c in done for i in c]
-        masks = {ids[int(i)]: kept[int(i)] for c in done for i in c if kept[int(i)] is not None}
+        ids = list(pool.ids)
+        messages = _messages(pool, ids)
+        _, kept = self._clean_chunks(pool, ids, messages, references, keep)
+        r = len(references)
+        chunks = np.array_split(np.arange(len(ids)), self.rounds)[:r]
+        members = [ids[int(i)] for c in chunks for i in c]
+        masks = {ids[int(i)]: kept[int(i)] for c in chunks for i in c if kept[int(i)] is not None}
+        run_config = _run_config(store, self.reference)
         trusted = [row[0] for row in _rows(store, "SELECT id FROM selection_members WHERE "
                                            "selection = ? ORDER BY rank",
                                            [run_config["selection"]])]
         seen = set(members)
         members += [i for i in trusted if i not in seen]
-        key = hashlib.sha1(json.dumps([self.reference, pool.fingerprint(), self.get_params()],
-                                      sort_keys=True, default=str).encode()).hexdigest()[:10]
+        params = {k: v for k, v in self.get_params().items() if k != "round_references"}
+        key = fingerprint([self.reference, pool.fingerprint(), params], 10)
         position = {i: k for k, i in enumerate(ids)}
         mask_ids = [i for i in masks if (masks[i] == 0).any()]
-        name = f"tc-{key}-r{r}"
-        save_selection(store, Selection(
-            name=name, method="token-clean-round", budget="all", ids=members,
+        return Selection(
+            name=f"tc-{key}-r{r}", method="token-clean-round", budget="all", ids=members,
             params={"round": r, "reference": self.reference,
                     "mask_model": run_config["config"]["model"]},
             gains=np.zeros(len(members)),
             reasons=["cleaned" if i in seen else "trusted" for i in members],
             pool_size=len(ids), fingerprint=pool.fingerprint(),
             masks=make_masks(mask_ids, tokens=[
-                _pad(masks[i], self._full_count(messages[position[i]])) for i in mask_ids])),
-            overwrite=True)
-        config = TrainConfig(**{**run_config["config"], "device": self.device})
-        if self.round_steps is not None:
-            config.max_steps = int(self.round_steps)
-        return finetune(store, name, config).run_id
+                _pad(masks[i], self._full_count(messages[position[i]])) for i in mask_ids]))
+
+    def _check_round(self, references: list[str]) -> float:
+        keep = _fraction(self.keep)
+        if self.strategy != "influence" or not self.reference:
+            raise CurateError("token-clean rounds need strategy=influence and a reference\n  "
+                              "fix: pass --reference RUN_ID")
+        if not 1 <= len(references) < self.rounds:
+            raise CurateError(f"round {len(references)} of {self.rounds} has no training set"
+                              f"\n  fix: pass 1 to {self.rounds - 1} references")
+        return keep
 
     # ------------------------------------------------------------- q-tuning
     def _fit_q_tuning(self, pool: Pool, ids: list[str], messages: list,
@@ -241,14 +274,9 @@ class TokenCleaner(Selector):
     # --------------------------------------------------------------- shared
     def _losses(self, model, tok, messages: list) -> list[np.ndarray | None]:
         """Per-token response losses under `model` (the lm scorer's encoding)."""
-        from curate.scoring.lm import LMScorer
+        from curate.tokens import response_losses
 
-        scorer = LMScorer.with_model(model, tok, self.max_tokens, self.batch_tokens)
-        out: list[np.ndarray | None] = []
-        for lo in range(0, len(messages), _CHUNK):  # bounds the memory of token lists
-            cond, spans, _, _, _, reasons = scorer._encode(messages[lo:lo + _CHUNK])
-            out += scorer._token_losses(model, tok, cond, spans, reasons, with_entropy=False)[2]
-        return out
+        return response_losses(model, tok, messages, self.max_tokens, self.batch_tokens)
 
     def _full_count(self, messages: list[dict]) -> int:
         """Trained tokens of the last assistant turn (content + end-of-turn), untruncated,

@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from curate.errors import CurateError
-from curate.selectors.base import Budget, Pool, Selector, take_in_order
+from curate.selectors.base import Budget, Selector, take_in_order
+from curate.selectors.pool import Pool
 from curate.selection import make_masks
 
 _ROLES = "list_transform(messages, lambda m: m.role)"

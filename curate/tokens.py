@@ -1,5 +1,15 @@
-"""SFT examples: chat-template token ids with labels on assistant tokens only, and
-length-grouped batches.
+"""Tokens: the one place where conversations become token ids and token ids become losses.
+
+Two encodings, one per use:
+
+- **SFT examples** (`encode`, `batches`): chat-template token ids with labels on
+  assistant tokens only, and length-grouped batches; what fine-tuning trains, what
+  influence takes gradients of, what per-step losses are read from.
+- **Response sequences** (`response_sequences`, `token_losses`, `response_losses`): the
+  last assistant turn as the response, scored with and without its prompt; what the
+  `lm` scorer, evaluation and token cleaning read.
+
+## SFT examples
 
 Every assistant turn is trained: its content tokens plus the token right after them,
 the end-of-turn marker (`<|im_end|>` in ChatML), so the model learns to stop. All other
@@ -47,12 +57,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curate.chat import assistant_turns
+from curate.chat import assistant_turns, last_turn, plain
 from curate.errors import CurateError
 
 IGNORE = -100  # label of tokens that are not trained (torch cross_entropy's ignore_index)
 _SENTINEL = "\x00CURATE-RESPONSE\x00"
 _CHUNK = 1024  # texts tokenized per call: bounds the memory of Python token lists
+HEAD_ROWS = 256  # response positions per output-head chunk
 
 
 @dataclass
@@ -87,7 +98,7 @@ def encode(tokenizer, messages_list: list[list[dict]], max_tokens: int,
     out: list[Example] = []
     for lo in range(0, len(messages_list), _CHUNK):
         chunk = messages_list[lo:lo + _CHUNK]
-        rendered = [_render(tokenizer, messages, lo + k) for k, messages in enumerate(chunk)]
+        rendered = [render_spans(tokenizer, messages, lo + k) for k, messages in enumerate(chunk)]
         enc = tokenizer([text for text, _ in rendered], add_special_tokens=False,
                         return_offsets_mapping=True)
         if "offset_mapping" not in enc:
@@ -120,7 +131,8 @@ def _apply_turn_mask(spans: list[tuple[int, int, bool]], messages: list[dict], t
     return [(a, b, keep and ok) for (a, b, keep), ok in zip(spans, trained)]
 
 
-def _render(tokenizer, messages: list[dict], index: int) -> tuple[str, list[tuple[int, int, bool]]]:
+def render_spans(tokenizer, messages: list[dict],
+                 index: int = 0) -> tuple[str, list[tuple[int, int, bool]]]:
     """The conversation's template text and the character span of every non-empty
     assistant content in it (with a `trained` flag, True here)."""
     turns = [{"role": m["role"], "content": m["content"] or ""} for m in messages]
@@ -211,3 +223,172 @@ def batches(examples: list[Example], batch_tokens: int, seed: int) -> list[list[
             groups.append([i])
     permutation = np.random.default_rng(seed).permutation(len(groups))
     return [groups[p] for p in permutation]
+
+
+# ------------------------------------------------------------------ response sequences
+# The response is the last assistant turn, every turn before it the prompt, rendered with
+# the chat template; loss covers the response tokens and the end-of-turn token only.
+
+
+@dataclass
+class Responses:
+    """Token sequences of a list of conversations, in input order. `cond[i]` is prompt +
+    response, `uncond[i]` the template's bare assistant header + response; the response
+    starts at `start[i]` / `start_uncond[i]`. `reasons[i]` is why example i is not scored
+    (None when it is); `truncated[i]` says tokens were cut to fit `max_tokens`."""
+
+    cond: list[list[int]]
+    start: list[int]
+    uncond: list[list[int]]
+    start_uncond: list[int]
+    truncated: list[bool]
+    reasons: list[str | None]
+
+    def response_tokens(self, i: int) -> int:
+        return len(self.cond[i]) - self.start[i] if self.reasons[i] is None else 0
+
+
+def split_at_response(tok, messages: list[dict]) -> tuple[str, str]:
+    """Template text of `messages` (prompt turns plus a final assistant turn) before and
+    after the response content."""
+    turns = plain(messages) + [{"role": "assistant", "content": _SENTINEL}]
+    head, _, tail = tok.apply_chat_template(turns, tokenize=False).rpartition(_SENTINEL)
+    return head, tail
+
+
+def response_sequences(tok, messages_list: list[list[dict]], max_tokens: int) -> Responses:
+    """Every example's response with and without its prompt. A response longer than
+    `max_tokens - 1` loses its tail; a prompt that does not fit loses its oldest tokens
+    (the turns nearest the response stay)."""
+    head, tail = split_at_response(tok, [])
+    enc = tok([head, tail], add_special_tokens=False)["input_ids"]
+    u_prefix = enc[0]
+    heads, responses, ends, reasons = [], [], [], []
+    for messages in messages_list:
+        last = last_turn(messages)
+        response = messages[last]["content"] if last is not None else ""
+        if not response or not response.strip():
+            reasons.append("no response text")
+            heads.append("")
+            responses.append("")
+            ends.append("")
+            continue
+        head, tail = split_at_response(tok, messages[:last])
+        heads.append(head)
+        responses.append(response)
+        ends.append(tail)
+        reasons.append(None)
+    enc_heads = tok(heads, add_special_tokens=False)["input_ids"]
+    enc_resp = tok(responses, add_special_tokens=False)["input_ids"]
+    enc_ends = tok(ends, add_special_tokens=False)["input_ids"]
+    out = Responses([], [], [], [], [], reasons)
+    for h, r, e in zip(enc_heads, enc_resp, enc_ends):
+        r = r + e[:1]  # the end-of-turn token is part of what is learned
+        cut = False
+        if len(r) > max_tokens - 1:
+            r, cut = r[: max_tokens - 1], True
+        room = max_tokens - len(r)
+        if len(h) > room:
+            h, cut = h[len(h) - room:], True  # keep the turns nearest the response
+        u = u_prefix[max(0, len(u_prefix) - room):]
+        out.cond.append(h + r)
+        out.start.append(len(h))
+        out.uncond.append(u + r)
+        out.start_uncond.append(len(u))
+        out.truncated.append(cut)
+    return out
+
+
+def token_losses(model, tok, seqs: list[list[int]], starts: list[int],
+                 skip: list | None = None, batch_tokens: int = 16384,
+                 with_entropy: bool = False) -> tuple[np.ndarray, np.ndarray, list]:
+    """(mean NLL, mean entropy, per-token NLL as float16) of every sequence over its
+    tokens from `starts[i]` on; sequences whose `skip[i]` is set are not run (0, 0, None).
+
+    Sequences are grouped by length under `batch_tokens` (little padding) and run through
+    the decoder once; the output head is applied to the scored positions only, a few
+    hundred at a time, never to the whole vocabulary at every position."""
+    import torch
+
+    n = len(seqs)
+    mean_nll = np.zeros(n, np.float64)
+    mean_ent = np.zeros(n, np.float64)
+    per_token: list = [None] * n
+    todo = [i for i in range(n) if skip is None or skip[i] is None]
+    todo.sort(key=lambda i: len(seqs[i]))
+    dev = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    k = 0
+    while k < len(todo):
+        # grow the batch while the padded size stays under the budget
+        j = k + 1
+        while j < len(todo) and (j - k + 1) * len(seqs[todo[j]]) <= batch_tokens:
+            j += 1
+        group = todo[k:j]
+        k = j
+        width = max(len(seqs[i]) for i in group)
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        rows, cols, targets, owner = [], [], [], []
+        for b, i in enumerate(group):
+            s = seqs[i]
+            ids[b, : len(s)] = torch.tensor(s)
+            span = range(starts[i], len(s))
+            rows += [b] * len(span)
+            cols += [t - 1 for t in span]  # position t-1 predicts token t
+            targets += s[starts[i]:]
+            owner += [i] * len(span)
+        with torch.inference_mode():
+            # right padding under a causal mask: no real token ever sees a pad, so no
+            # attention mask is needed, and the plain causal kernel is the fastest
+            hidden = decoder(input_ids=ids.to(dev)).last_hidden_state
+            picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+            tgt = torch.tensor(targets, device=dev)
+            nll_parts, ent_parts = [], []
+            # the vocabulary is wide (49k for SmolLM2): a few hundred positions at a time
+            # keep the log-probabilities in cache instead of streaming gigabytes
+            for lo in range(0, len(targets), HEAD_ROWS):
+                logp = torch.log_softmax(head(picked[lo:lo + HEAD_ROWS]).float(), dim=-1)
+                nll_parts.append(-logp.gather(1, tgt[lo:lo + HEAD_ROWS, None])[:, 0])
+                if with_entropy:
+                    ent_parts.append(-(logp.exp() * logp).sum(-1))
+        token_nll = torch.cat(nll_parts).cpu().numpy()
+        token_ent = torch.cat(ent_parts).cpu().numpy() if with_entropy else None
+        owner_arr = np.array(owner)
+        cuts = np.flatnonzero(np.diff(owner_arr)) + 1
+        for lo, hi in zip(np.concatenate([[0], cuts]), np.append(cuts, len(owner_arr))):
+            i = int(owner_arr[lo])
+            mean_nll[i] = float(token_nll[lo:hi].mean())
+            per_token[i] = token_nll[lo:hi].astype(np.float16)
+            if with_entropy:
+                mean_ent[i] = float(token_ent[lo:hi].mean())
+    return mean_nll, mean_ent, per_token
+
+
+def fitting(model, max_tokens: int) -> int:
+    """`max_tokens`, or less when the model has fewer positions."""
+    return min(max_tokens, getattr(model.config, "max_position_embeddings", None) or max_tokens)
+
+
+def response_losses(model, tok, messages_list: list[list[dict]], max_tokens: int = 2048,
+                    batch_tokens: int = 16384) -> list[np.ndarray | None]:
+    """Per-token losses of every example's response given its prompt (None when it has no
+    response), encoded in chunks that bound the memory of token lists."""
+    out: list[np.ndarray | None] = []
+    for lo in range(0, len(messages_list), _CHUNK):
+        r = response_sequences(tok, messages_list[lo:lo + _CHUNK], fitting(model, max_tokens))
+        out += token_losses(model, tok, r.cond, r.start, r.reasons, batch_tokens)[2]
+    return out
+
+
+def response_nll(model, tok, messages_list: list[list[dict]], max_tokens: int = 2048,
+                 batch_tokens: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Mean NLL of each example's response given its prompt and its scored token count
+    (0, with NLL 0, for an example without a response)."""
+    nll, counts = [], []
+    for lo in range(0, len(messages_list), _CHUNK):
+        r = response_sequences(tok, messages_list[lo:lo + _CHUNK], fitting(model, max_tokens))
+        nll.append(token_losses(model, tok, r.cond, r.start, r.reasons, batch_tokens)[0])
+        counts += [r.response_tokens(i) for i in range(len(r.cond))]
+    return (np.concatenate(nll) if nll else np.zeros(0)), np.array(counts, np.int64)

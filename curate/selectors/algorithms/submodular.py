@@ -66,7 +66,7 @@ def facility_location(X: np.ndarray | None = None, costs: np.ndarray | None = No
     if graph is None:
         if X is None:
             raise ValueError("facility_location needs embeddings X or a graph=(idx, sim)")
-        from curate.selectors.graph import knn_graph
+        from curate.selectors.algorithms.graph import knn_graph
 
         graph = knn_graph(X, k=k_neighbors, seed=seed)
     if optimizer not in OPTIMIZERS:
@@ -144,7 +144,7 @@ def greedi_facility_location(X: np.ndarray, costs: np.ndarray | None = None,
     gains are stage 2's marginal gains. Memory per task is O(n / partitions * k).
     """
     from curate.engine import get_engine
-    from curate.selectors.graph import _check_embeddings
+    from curate.selectors.algorithms.graph import _check_embeddings
 
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
@@ -189,7 +189,7 @@ def greedi_facility_location(X: np.ndarray, costs: np.ndarray | None = None,
 def _greedi_partition(task: tuple) -> np.ndarray:
     """GreeDi stage 1 on one partition: its own k-NN graph and greedy for the full budget;
     returns the picks as global row indices (no fill)."""
-    from curate.selectors.graph import knn_graph
+    from curate.selectors.algorithms.graph import knn_graph
 
     X, rows, costs, modular, (limit, k, method, optimizer, epsilon, seed, recall) = task
     n = len(rows)
@@ -202,7 +202,7 @@ def _greedi_partition(task: tuple) -> np.ndarray:
 
 def _greedi_search(task: tuple) -> tuple[np.ndarray, np.ndarray]:
     """GreeDi stage 2 search: a block of rows against the union's candidates."""
-    from curate.selectors.graph import knn_search
+    from curate.selectors.algorithms.graph import knn_search
 
     Q, C, k, method, seed, recall = task
     return knn_search(Q, C, k, method, seed, target_recall=recall)
@@ -355,11 +355,19 @@ def _sampled_greedy(cover: _Coverage, costs: np.ndarray, limit: float, by_ratio:
         cover.add(j)
         order.append(j)
         picked.append(float(gains[best]))
-        alive[j] = False
-        spent += costs[j]
-        if spent + dearest > limit:
-            alive &= spent + costs <= limit
+        spent = _spend(alive, j, spent, costs, dearest, limit)
     return np.array(order, dtype=np.int64), np.array(picked, dtype=np.float64)
+
+
+def _spend(alive: np.ndarray, j: int, spent: float, costs: np.ndarray, dearest: float,
+           limit: float) -> float:
+    """Pay for pick `j`: it leaves `alive`, and so does every item that no longer fits
+    once the dearest one might not. Returns the new total spent."""
+    alive[j] = False
+    spent += costs[j]
+    if spent + dearest > limit:
+        alive &= spent + costs <= limit
+    return spent
 
 
 # ------------------------------------------------------------------ log-determinant
@@ -432,10 +440,7 @@ def log_determinant(X: np.ndarray, costs: np.ndarray | None = None,
             pivots -= chol[t] ** 2
             order.append(j)
             picked.append(float(gains[best]))
-            alive[j] = False
-            spent += costs[j]
-            if spent + dearest > limit:
-                alive &= spent + costs <= limit
+            spent = _spend(alive, j, spent, costs, dearest, limit)
         return _fill(np.array(order, dtype=np.int64), np.array(picked), costs, limit,
                      quality, fill_gain=-np.inf)
 
