@@ -12,20 +12,65 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
 from curate.errors import CurateError
 
-app = typer.Typer(
-    help="Choose LLM fine-tuning data: ingest corpora into a store, query it with SQL, "
-    "and export subsets.",
+class _Command(typer.core.TyperCommand):
+    """A command whose every option's help says its default: typer shows the ones with a
+    value; an off flag shows `off` and an unset option `not set`, unless its help already
+    says what happens without it ("default: ...")."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for p in self.params:
+            if (not isinstance(p, typer.core.TyperOption) or p.required or p.hidden
+                    or isinstance(p.show_default, str) or "default" in (p.help or "").lower()
+                    or p.name == "help"):
+                continue
+            if p.default is False:
+                p.show_default = "off"
+            elif p.default is None:
+                p.show_default = "not set"
+
+
+class _Typer(typer.Typer):
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _Typer(  # the help is _root's docstring
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
 console = Console()
 err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from curate import __version__
+
+        console.print(f"curate {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print curate's version and exit.")] = False) -> None:
+    """Choose LLM fine-tuning data: ingest corpora into a store, query it with SQL,
+    score, select, export, fine-tune and compare.
+
+    Examples:\n
+      curate ingest data/ --store my-store\n
+      curate score heuristics embed --store my-store\n
+      curate select kmeans --budget 5% --name diverse --store my-store\n
+      curate export --selection diverse --format messages --out train.jsonl --store my-store
+    """
 
 StoreOpt = Annotated[Path | None, typer.Option(
     "--store", help="Store directory (default: $CURATE_STORE, else ./curate-store).",
@@ -239,7 +284,12 @@ def _print_ingest(report, st) -> None:
 # ---------------------------------------------------------------- stats
 @app.command()
 def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Rows per source and kind, length statistics (characters), quarantine reasons."""
+    """Rows per source and kind, length statistics (characters), quarantine reasons.
+
+    Examples:\n
+      curate stats --store my-store\n
+      curate stats --json | jq '.by_source'
+    """
     from curate.stats import store_stats
 
     st = _store(store)
@@ -260,15 +310,43 @@ def stats(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
             _print_rows(rows, title=title, limit=30, columns=shown.get(name))
 
 
+MIN_COLUMN_WIDTH = 8  # narrower than this a table is unreadable: rows print as records
+
+
 def _print_rows(rows: list[dict], title: str | None = None, limit: int | None = None,
                 columns: list[str] | None = None) -> None:
+    """Rows as a table; when the columns do not fit the terminal at MIN_COLUMN_WIDTH
+    each, as records (one `column  value` block per row, like psql's expanded mode),
+    paged on a terminal when longer than the screen."""
+    from rich import box
+
     columns = columns or (list(rows[0]) if rows else [])
-    t = Table(title=title)
-    for c in columns:
-        t.add_column(str(c), overflow="fold", max_width=60)
-    for r in rows[:limit] if limit else rows:
-        t.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
-    console.print(t)
+    shown = rows[:limit] if limit else rows
+    cell = lambda r, c: "" if r.get(c) is None else str(r[c])  # noqa: E731
+    if len(columns) * (MIN_COLUMN_WIDTH + 3) + 1 <= console.width:
+        t = Table(title=title)
+        for c in columns:
+            t.add_column(str(c), overflow="fold", max_width=60)
+        for r in shown:
+            t.add_row(*(cell(r, c) for c in columns))
+        blocks = [t]
+    else:
+        blocks = [f"[bold]{title}[/]"] if title else []
+        for i, r in enumerate(shown, 1):
+            t = Table(title=f"row {i}", title_justify="left", show_header=False,
+                      box=box.SIMPLE, pad_edge=False)
+            t.add_column(style="bold", no_wrap=True, max_width=max(12, console.width // 3))
+            t.add_column(overflow="fold")
+            for c in columns:
+                t.add_row(str(c), cell(r, c))
+            blocks.append(t)
+    long = console.is_terminal and len(shown) * (1 if len(blocks) == 1 else len(columns) + 2) \
+        > console.height
+    if long:
+        with console.pager(styles=True):
+            console.print(*blocks)
+    else:
+        console.print(*blocks)
     if limit and len(rows) > limit:
         console.print(f"... {len(rows) - limit} more rows (use --json or `curate sql` for all)")
 
@@ -285,7 +363,12 @@ def verify(
 ) -> None:
     """Check that the catalog and the files agree: every part readable, counts add up,
     ids unique, scores and selections keyed to stored examples, no crash leftovers.
-    Exit 0 when clean, 1 when problems remain."""
+    Exit 0 when clean, 1 when problems remain.
+
+    Examples:\n
+      curate verify --store my-store\n
+      curate verify --repair   # after a crash or a killed job
+    """
     from curate.verify import verify as run_verify
 
     with _BytesProgress("verify", quiet=as_json) as progress:
@@ -352,6 +435,11 @@ def sql(
 
     Queries only: statements that write, change settings, attach databases or load
     extensions are refused, and no file outside the store can be read.
+
+    Examples:\n
+      curate sql "SELECT source, count(*) FROM examples GROUP BY ALL"\n
+      curate sql "SELECT id, ifd FROM scores_lm ORDER BY ifd DESC LIMIT 20" -f csv\n
+      curate sql "DESCRIBE pairs"
     """
     import duckdb
 
@@ -407,7 +495,12 @@ def export(
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export examples (all, filtered, or a selection) to a file trainers read as is."""
+    """Export examples (all, filtered, or a selection) to a file trainers read as is.
+
+    Examples:\n
+      curate export --selection diverse --format messages --out train.jsonl\n
+      curate export --where "kind = 'trace'" --format parquet --out traces.parquet
+    """
     from curate.export import export as run_export
 
     report = run_export(_store(store), out, format=format, selection=selection, where=where)
@@ -768,7 +861,12 @@ def selections(
     as_json: JsonOpt = False,
 ) -> None:
     """List saved selections (also in SQL: `selections`, `selection_members`,
-    `selection_dropped`, `selection_masks`)."""
+    `selection_dropped`, `selection_masks`).
+
+    Examples:\n
+      curate selections --store my-store\n
+      curate selections --delete old-try
+    """
     from curate.selectors import delete_selection, list_selections
 
     st = _store(store).require()
@@ -814,7 +912,12 @@ def finetune(
 ) -> None:
     """Fine-tune a causal LM on a selection (loss on assistant tokens only; the
     selection's turn and token masks honoured). The run lands in <store>/runs/<id>/ and the `runs` view; rerunning the
-    same command resumes from the last checkpoint, or returns the finished run."""
+    same command resumes from the last checkpoint, or returns the finished run.
+
+    Examples:\n
+      curate finetune --selection diverse --max-steps 200\n
+      curate finetune --selection diverse --method full --epochs 2 --device cuda
+    """
     from curate.finetune.train import TrainConfig, finetune as run_finetune
 
     config = TrainConfig(model=model, method=method, epochs=epochs, max_steps=max_steps,
@@ -847,7 +950,12 @@ def evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """Mean per-token NLL of the target's reference responses under a run (or the base
-    model), plus accuracy with --accuracy; saved in the `evals` view."""
+    model), plus accuracy with --accuracy; saved in the `evals` view.
+
+    Examples:\n
+      curate evaluate --run <run-id> --target gsm8k_test.jsonl\n
+      curate evaluate --model smollm2-135m --target gsm8k_test.jsonl   # the base model
+    """
     import warnings
 
     from curate.finetune.evaluate import evaluate as run_evaluate
@@ -887,7 +995,11 @@ def compare(
 ) -> None:
     """Fine-tune on each selection (same hyper-parameters, several seeds), evaluate on
     the target, and print the leaderboard: mean ± std NLL, delta vs the baseline with
-    Welch's t-test p, accuracy, wall time. Writes leaderboard.json and .png."""
+    Welch's t-test p, accuracy, wall time. Writes leaderboard.json and .png.
+
+    Examples:\n
+      curate compare --selections diverse,random-1k --target gsm8k_test.jsonl --seeds 3
+    """
     import warnings
 
     from curate.finetune.compare import compare as run_compare, format_board
@@ -925,7 +1037,11 @@ def report(
     store: StoreOpt = None,
 ) -> None:
     """Write the run report: composition, score histograms, an embedding map by cluster
-    and by selection, duplicates, quarantine, selections, runs, leaderboards, token masks."""
+    and by selection, duplicates, quarantine, selections, runs, leaderboards, token masks.
+
+    Examples:\n
+      curate report --store my-store --out report.html
+    """
     from curate.report import build_report
 
     st = _store(store).require()
@@ -1133,7 +1249,12 @@ def serve_flow(
 # ---------------------------------------------------------------- models
 @app.command()
 def models(as_json: JsonOpt = False) -> None:
-    """The packaged models curate can use offline, and where they are."""
+    """The packaged models curate can use offline, and where they are.
+
+    Examples:\n
+      curate models\n
+      curate models --json
+    """
     from curate.models import describe
 
     rows = describe()
@@ -1141,6 +1262,7 @@ def models(as_json: JsonOpt = False) -> None:
         print(json.dumps(rows))
     else:
         _print_rows(rows, title="models (or pass any local Hugging Face folder)")
+
 
 
 def main() -> None:
