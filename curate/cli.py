@@ -631,6 +631,7 @@ _SELECT_OPTIONS = {  # CLI option -> selector parameter
     "strategy": "strategy", "threshold": "threshold", "quality": "quality",
     "quality_weight": "quality_weight", "keep": "keep", "target": "target",
     "reference": "reference", "scope": "scope", "partitions": "partitions",
+    "against": "against",
 }
 # the packaged recipes (selectors/*.yaml), named in --recipe's help; a test keeps the list
 PACKAGED_RECIPES = ("dedup", "kmeans-balanced", "longest-clean", "diverse-quality",
@@ -651,8 +652,9 @@ def _select_words():
 def select(
     method: Annotated[str | None, typer.Argument(
         help="random, topk, threshold, longest, length, kmeans, facility-location, log-det, "
-        "similarity, deita, semdedup, exact-dedup, token-clean, outcome, rejection-sampling, "
-        "grape, expert-failures (omit with --recipe).", show_default=False)] = None,
+        "similarity, deita, semdedup, exact-dedup, minhash-dedup, decontaminate, token-clean, "
+        "outcome, rejection-sampling, grape, expert-failures (omit with --recipe).",
+        show_default=False)] = None,
     name: Annotated[str, typer.Option(help="Name to save the selection under.")] = "",
     budget: Annotated[str | None, typer.Option(
         help="A count (1000), a fraction of the pool (5%) or tokens (\"2M tokens\", quoted, "
@@ -683,8 +685,10 @@ def select(
         "selection, source:NAME or a file, as for `curate evaluate`).")] = None,
     threshold: Annotated[float | None, typer.Option(
         help="semdedup: cosine similarity at or above which two examples are duplicates; "
-        "deita: cosine to a taken row at or above which a row is not taken (0.9); "
-        "expert-failures: step score past which a step is harmful.")
+        "minhash-dedup: estimated Jaccard of word shingles at or above which two are near "
+        "duplicates (0.8); deita: cosine to a taken row at or above which a row is not taken (0.9); "
+        "decontaminate: see `curate decontaminate --help`; expert-failures: step score "
+        "past which a step is harmful.")
     ] = None,
     quality: Annotated[str | None, typer.Option(
         help="facility-location / log-det / kmeans: score or SQL expression for quality "
@@ -696,6 +700,10 @@ def select(
         help="dedup: which duplicate to keep: a score expression, higher kept unless its "
         "scorer declares lower better (prefix - for "
         "lower). token-clean: the fraction of response tokens to train (0.6 or 60%).")
+    ] = None,
+    against: Annotated[str | None, typer.Option(
+        help="decontaminate (required): the evaluation set whose overlapping rows are "
+        "dropped (a file, a selection or source:NAME; see `curate decontaminate`).")
     ] = None,
     reference: Annotated[str | None, typer.Option(
         help="token-clean: the finished run (curate finetune on a trusted slice) whose "
@@ -744,6 +752,7 @@ def select(
       curate select token-clean --reference RUN_ID --keep 0.6 --name cleaned\n
       curate select --recipe selectors/diverse-quality.yaml --name dq\n
       curate select --recipe dedup --name clean\n
+      curate select minhash-dedup --threshold 0.8 --name fuzzy-deduped\n
       curate select facility-location --budget 10% --partitions 8 --name fl
     """
     import yaml
@@ -755,7 +764,8 @@ def select(
         given = dict(seed=seed, score=score, ascending=ascending, clusters=clusters,
                      strategy=strategy, threshold=threshold, quality=quality,
                      quality_weight=quality_weight, keep=keep, target=target,
-                     reference=reference, scope=scope, partitions=partitions)
+                     reference=reference, scope=scope, partitions=partitions,
+                     against=against)
         params = {_SELECT_OPTIONS[k]: v for k, v in given.items() if v is not None}
         if engine not in (None, "local") or address is not None or workers is not None:
             params["engine"] = _engine(engine or "local", address, workers)
@@ -777,12 +787,7 @@ def select(
     if rounds is not None:
         _select_rounds(st, spec.method, name, spec.params, where, rounds, overwrite, as_json)
         return
-    with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
-            else _nullcontext() as status:
-        def progress(step: str, rows: int) -> None:
-            if status is not None:
-                status.update(f"{step} on {rows:,} examples")
-        sel = spec.run(st, overwrite=overwrite, progress=progress)
+    sel = _run_selection(spec, st, overwrite, as_json)
     manifest = sel.manifest()
     if as_json:
         print(json.dumps(manifest))
@@ -793,6 +798,104 @@ def select(
                       f"examples{tokens} ({manifest['method']}, budget {manifest['budget']}"
                       f"{dropped}) in {manifest['seconds']:.1f}s\n"
                       f"  export: curate export --selection {sel.name} --out {sel.name}.jsonl")
+
+
+def _run_selection(spec, st, overwrite: bool, as_json: bool):
+    """Run a parsed selection spec on the store with a status line of the step at work."""
+    with err.status("selecting", spinner="dots") if not as_json and err.is_terminal \
+            else _nullcontext() as status:
+        def progress(step: str, rows: int) -> None:
+            if status is not None:
+                status.update(f"{step} on {rows:,} examples")
+        return spec.run(st, overwrite=overwrite, progress=progress)
+
+
+@app.command()
+def decontaminate(
+    against: Annotated[str, typer.Option(
+        help="The evaluation set: a file of any ingest format (gsm8k_test.jsonl), a "
+        "selection, or source:NAME.")],
+    method: Annotated[str, typer.Option(
+        help="ngram: drop rows sharing a word n-gram with a target example; embedding: "
+        "drop rows whose cosine to one is at or above --threshold (needs `curate score "
+        "embed`).")] = "ngram",
+    ngram: Annotated[int, typer.Option(
+        help="ngram: words per n-gram (after lowercasing and removing punctuation).")] = 13,
+    threshold: Annotated[float | None, typer.Option(
+        help="ngram: the fraction of a target example's n-grams a row must share to be "
+        "dropped (default: any one shared n-gram); embedding: the cosine at or above "
+        "which it is (default: 0.9).")] = None,
+    text: Annotated[str, typer.Option(
+        help="What is compared on both sides: all (every turn), prompt or response.")
+    ] = "all",
+    name: Annotated[str, typer.Option(help="Name to save the kept rows under.")
+                    ] = "decontaminated",
+    selection: Annotated[str | None, typer.Option(
+        help="Clean this selection's members instead of the whole pool (e.g. a training "
+        "selection that `curate evaluate` warned about).")] = None,
+    where: Annotated[str | None, typer.Option(
+        help="SQL filter that defines the pool, as for `curate select`.")] = None,
+    budget: Annotated[str | None, typer.Option(
+        help="Keep at most this many of the clean rows (as for `curate select`; default: "
+        "all of them).")] = None,
+    embed: Annotated[str | None, typer.Option(
+        "--embed", help="embedding: which embeddings, as for `curate select --embed` "
+        "(default: the newest configuration).", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a selection of the same name.")
+                         ] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Drop the pool rows that overlap an evaluation set and save the rest as a
+    selection; the dropped rows and the target example each matched are in
+    `selection_dropped` (the same as `curate select decontaminate --against T`).
+
+    Examples:\n
+      curate decontaminate --against gsm8k_test.jsonl --name clean\n
+      curate decontaminate --against gsm8k_test.jsonl --selection diverse --name diverse-clean\n
+      curate decontaminate --against source:gsm8k/test --method embedding --threshold 0.9
+    """
+    from curate.selection import check_name, list_selections
+    from curate.selectors import parse_selection
+    from curate.selectors.decontaminate import describe_matches
+
+    st = _store(store).require()
+    if selection is not None:
+        have = {s["name"] for s in list_selections(st)}
+        if selection not in have:
+            raise CurateError(f"no selection {selection!r}\n  fix: use one of "
+                              f"{', '.join(sorted(have)) or '(none: run `curate select`)'}")
+        members = (f"id IN (SELECT id FROM selection_members WHERE selection = "
+                   f"'{check_name(selection)}')")
+        where = f"({where}) AND {members}" if where else members
+    params = {"against": against, "by": method, "ngram": ngram, "threshold": threshold,
+              "text": text}
+    spec = parse_selection({"name": name, "method": "decontaminate", "budget": budget,
+                            "where": where, "embed": embed, "params": params}, _select_words())
+    sel = _run_selection(spec, st, overwrite, as_json)
+    manifest = sel.manifest()
+    matches = describe_matches(st, sel, against)
+    if as_json:
+        print(json.dumps({**manifest, "kept": manifest["size"], "matches": matches}))
+        return
+    if method != "ngram":
+        how = f"cosine >= {0.9 if threshold is None else threshold:g}"
+    elif threshold:
+        how = f"at least {threshold:g} of an example's {ngram}-grams"
+    else:
+        how = f"a shared {ngram}-gram"
+    console.print(f"selection {sel.name!r}: kept {manifest['size']:,} of "
+                  f"{manifest['pool_size']:,} examples; dropped {manifest['dropped']:,} that "
+                  f"overlap {against} ({how}) in {manifest['seconds']:.1f}s", highlight=False)
+    for m in matches:
+        what = f": \"{m['ngram']}\"" if m.get("ngram") else ""
+        console.print(f"  {m['id'][:12]} ~ target {m['duplicate_of'][:12]} (similarity "
+                      f"{m['similarity']:.3f}){what}", markup=False, highlight=False)
+    if manifest["dropped"]:
+        console.print(f"  all of them: curate sql \"SELECT * FROM selection_dropped WHERE "
+                      f"selection = '{sel.name}'\"", markup=False, highlight=False)
+    console.print(f"  export: curate export --selection {sel.name} --out {sel.name}.jsonl",
+                  markup=False, highlight=False)
 
 
 _TRAIN_KEYS = ("model", "method", "epochs", "max_steps", "lr", "batch_tokens", "max_tokens",

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("core", ("curate", "curate.errors", "curate.units", "curate.safety", "curate.schema",
               "curate.store", "curate.engine", "curate.chat", "curate.selection",
-              "curate.models", "curate.tokens", "curate.fingerprint")),
+              "curate.models", "curate.tokens", "curate.fingerprint", "curate.ngrams")),
     ("ingest", ("curate.ingest",)),
     ("targets", ("curate.targets",)),
     ("scoring", ("curate.scoring",)),

@@ -49,6 +49,16 @@ def compare(store: Store, target: str, selections: list[str], seeds: int = 3,
         raise CurateError(f"baseline {baseline!r} is not one of the compared selections")
     tgt = load_target(store, target)  # fails early on a bad target
     notes = _budget_notes(manifests, selections)  # reported with the leaderboard
+    from curate.selectors.decontaminate import selection_overlap
+
+    for name in selections:  # warned once, before any training; evaluate's are held back
+        found = selection_overlap(store, name, tgt)
+        if found:
+            warnings.warn(found.message(), stacklevel=2)
+            if found.ngram_rows:
+                notes.append(f"{name}: {found.ngram_rows} training examples share a "
+                             f"{found.ngram}-word n-gram with the target (contamination; "
+                             f"fix: curate decontaminate --against {target})")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     started = time.time()
 

@@ -7,7 +7,9 @@ answer (GSM8K's `#### 42`), `accuracy=True` adds exact match of greedy generatio
 
 A target is a selection, a source of the store (`source:NAME`, or the bare name), or a
 file in any format `curate ingest` reads (see curate/targets.py). A target that
-overlaps the run's training selection is reported (`overlap`: contamination).
+overlaps the run's training selection is reported (`overlap`: contamination) and warned
+about, as is a training selection that shares a 13-word n-gram with it (the fix is
+`curate decontaminate`).
 
     <store>/evals/<eval_id>/eval.parquet       one row (the `evals` view)
                            /examples.parquet   per example: nll, tokens, correct
@@ -94,9 +96,12 @@ def evaluate(store: Store, target: str, run_id: str | None = None, model: str = 
         model = config.get("model", model)
         trained_ids = _selection_ids(store, config.get("selection"))
     overlap = len(trained_ids.intersection(tgt.ids))
-    if overlap:
-        warnings.warn(f"{overlap} of {len(tgt.ids)} target examples are in the training "
-                      f"selection of run {run}: the evaluation is contaminated", stacklevel=2)
+    if trained_ids:
+        from curate.selectors.decontaminate import selection_overlap
+
+        found = selection_overlap(store, config["selection"], tgt)
+        if found:  # same ids, or a shared 13-gram: a warning, not an error
+            warnings.warn(f"run {run}: " + found.message(), stacklevel=2)
     key = fingerprint({"run": run, "model": model if run == BASE else None,
                        "target": tgt.fingerprint, "accuracy": accuracy,
                        "max_new_tokens": max_new_tokens if accuracy else None,

@@ -15,6 +15,9 @@
                        only if its cosine to every row taken is below a threshold
     semdedup           semantic dedup within k-means clusters (SemDeDup)
     exact-dedup        exact / normalized-text dedup
+    minhash-dedup      fuzzy dedup by MinHash LSH over word shingles (Jaccard threshold)
+    decontaminate      drop rows that share a word n-gram (13) with an evaluation set, or
+                       sit within an embedding cosine of one
     outcome            traces / labelled responses by success and reward
     rejection-sampling per prompt, up to k correct responses, most diverse first
     grape              per prompt, the response the model to train finds most probable
@@ -34,7 +37,9 @@ from curate.selectors.base import Budget, Selector
 from curate.selectors.pool import Pool
 from curate.selectors.baselines import (LengthFilter, LongestSelector, RandomSelector,
                                         ThresholdSelector, TopKSelector)
-from curate.selectors.deduplicators import ExactDeduplicator, SemanticDeduplicator
+from curate.selectors.decontaminate import Decontaminator
+from curate.selectors.deduplicators import (ExactDeduplicator, MinHashDeduplicator,
+                                            SemanticDeduplicator)
 from curate.selectors.diversity import (FacilityLocationSelector, KMeansSelector,
                                         LogDeterminantSelector)
 from curate.selectors.recipe import (Plan, Step, load_recipe, packaged_recipes, resolve_recipe,
@@ -50,7 +55,8 @@ SELECTORS: dict[str, type[Selector]] = {
     c.name: c for c in (RandomSelector, TopKSelector, ThresholdSelector, LongestSelector,
                         LengthFilter, KMeansSelector, FacilityLocationSelector,
                         LogDeterminantSelector, SimilaritySelector, DeitaSelector,
-                        SemanticDeduplicator, ExactDeduplicator,
+                        SemanticDeduplicator, ExactDeduplicator, MinHashDeduplicator,
+                        Decontaminator,
                         OutcomeSelector, RejectionSampler, GrapeSelector, ExpertFailureSelector,
                         TokenCleaner)
 }

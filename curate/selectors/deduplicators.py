@@ -1,5 +1,5 @@
-"""Deduplicators: semantic (SemDeDup, within k-means clusters) and exact on normalized
-text. Each keeps the best copy by `keep` (a score expression; higher is kept, write
+"""Deduplicators: semantic (SemDeDup, within k-means clusters), exact on normalized
+text, and fuzzy by MinHash LSH over word shingles. Each keeps the best copy by `keep` (a score expression; higher is kept, write
 `-ppl` for lower), and records in `dropped_` which kept example each dropped one
 repeats. As a selection they keep everything else, best first, up to an optional
 budget; in a recipe they narrow the pool for the next step."""
@@ -107,3 +107,59 @@ class ExactDeduplicator(_Deduplicator):
         texts = pool.example_texts(self.text)
         result = exact_dedup(normalized_text_key(texts), keep_score)
         return self._finish(pool, result, keep_score, f"kept: unique normalized {self.text}")
+
+
+class MinHashDeduplicator(_Deduplicator):
+    """Fuzzy dedup by MinHash LSH over word shingles (datatrove, NeMo Curator,
+    data-juicer): rows whose estimated Jaccard similarity of `shingle`-word shingles is
+    at or above `threshold` are near duplicates; clusters of them (union-find over the
+    verified pairs) keep their best row by `keep`. `num_perm` hashes per signature, cut
+    into LSH bands chosen from the threshold as datasketch does (`bands` and `rows`
+    override it); `text`: `all` (every turn), `prompt` or `response`."""
+
+    name = "minhash-dedup"
+
+    def __init__(self, threshold: float = 0.8, keep: str | None = None, text: str = "all",
+                 shingle: int = 5, num_perm: int = 128, bands: int | None = None,
+                 rows: int | None = None, seed: int = 0, budget: Budget | str | None = None):
+        self.threshold = threshold
+        self.keep = keep
+        self.text = text
+        self.shingle = shingle
+        self.num_perm = num_perm
+        self.bands = bands
+        self.rows = rows
+        self.seed = seed
+        self.budget = budget
+
+    def fit(self, pool: Pool) -> "MinHashDeduplicator":
+        from curate.selectors.algorithms.minhash import minhash_dedup
+
+        fix = ("  fix: e.g. --threshold 0.8 (Jaccard similarity), -p shingle=5, "
+               "-p num_perm=128")
+        if not 0 < float(self.threshold) <= 1:
+            raise CurateError(f"minhash-dedup threshold {self.threshold} must be in (0, 1]\n"
+                              + fix)
+        if int(self.shingle) < 1 or int(self.num_perm) < 2:
+            raise CurateError(f"minhash-dedup needs shingle >= 1 and num_perm >= 2, got "
+                              f"{self.shingle} and {self.num_perm}\n" + fix)
+        if (self.bands is None) != (self.rows is None) or self.bands is not None and (
+                min(int(self.bands), int(self.rows)) < 1
+                or int(self.bands) * int(self.rows) > int(self.num_perm)):
+            raise CurateError(f"minhash-dedup bands={self.bands}, rows={self.rows}: give both, "
+                              f"with bands x rows <= num_perm ({self.num_perm}), or neither\n"
+                              "  fix: leave them out to choose them from the threshold")
+        if self.text not in TEXTS:
+            raise CurateError(f"minhash-dedup text {self.text!r}\n  fix: use one of "
+                              f"{', '.join(TEXTS)}")
+        if self.budget is not None:
+            Budget.parse(self.budget).resolve(pool)
+        keep_score = _keep_score(pool, self.keep)
+        self.stats_: dict = {}
+        result = minhash_dedup(pool.example_texts(self.text), float(self.threshold),
+                               int(self.shingle), int(self.num_perm), int(self.seed),
+                               keep_score, None if self.bands is None else int(self.bands),
+                               None if self.rows is None else int(self.rows),
+                               stats=self.stats_)
+        return self._finish(pool, result, keep_score, f"kept: no other at estimated Jaccard "
+                                                      f">= {self.threshold}")

@@ -205,6 +205,11 @@ class Pool:
         """L2-normalized vectors of a target's examples (a selection, `source:NAME` or a
         file, as `curate evaluate` reads them) in the pool's embedding space: stored
         vectors where the store has them, the embed scorer's model and text otherwise."""
+        return self.target_vectors(target)[1]
+
+    def target_vectors(self, target: str) -> tuple[list[str], np.ndarray]:
+        """The target's example ids and their vectors (`target_embeddings`), examples
+        with no text to embed left out of both."""
         import json
 
         from curate.scoring.embed import EmbedScorer, load_vectors
@@ -232,7 +237,7 @@ class Pool:
         keep = np.linalg.norm(out, axis=1) > 0  # empty texts have no direction
         if not keep.any():
             raise CurateError(f"target {target!r} has no text to embed")
-        return out[keep]
+        return [i for i, k in zip(tgt.ids, keep) if k], out[keep]
 
     def _embed_folder(self) -> Path:
         root = self.store.folder("scores") / "embed"

@@ -9,6 +9,7 @@ a one-step plan; a YAML recipe (top-level `selectors/` folder) is a longer one:
       - filter: "response_tokens >= 8"     # SQL over pairs + score columns
       - dedup: exact-dedup                 # a method name, or {method: ..., options}
       - dedup: {method: semdedup, threshold: 0.95, keep: "-ppl"}
+      - decontaminate: {against: gsm8k_test.jsonl}   # a deduplicator by name: a dedup step
       - select: {method: facility-location, quality: ifd}
 
 Every step is checked (method names, options, budget) before any work; mistakes name
@@ -186,9 +187,16 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
     steps = []
     for node, value in zip(steps_node.value, data["steps"]):
         line = node.start_mark.line + 1
+        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _dedups():
+            method, body = next(iter(value.items()))  # `- decontaminate: {against: ..}`
+            if body is not None and not isinstance(body, dict):
+                raise CurateError(f"{path} line {line}: the options of a {method} step are a "
+                                  f"mapping\n  fix: e.g. - {method}: {{}}")
+            value = {"dedup": {**(body or {}), "method": method}}
         if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in STEP_KINDS:
             raise CurateError(f"{path} line {line}: a step is one of "
-                              f"{', '.join(k + ':' for k in STEP_KINDS)}\n  fix: e.g. "
+                              f"{', '.join(k + ':' for k in STEP_KINDS)} or a deduplicator "
+                              f"({', '.join(k + ':' for k in _dedups())})\n  fix: e.g. "
                               "- dedup: {method: semdedup, threshold: 0.95}")
         kind, body = next(iter(value.items()))
         if kind == "filter":
@@ -208,6 +216,13 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
     plan = Plan(steps, where=data.get("where"), embed=data.get("embed"), text=text,
                 source=str(path))
     return validate(plan)
+
+
+def _dedups() -> list[str]:
+    """The deduplicators' method names: each is also a step of its own in a recipe."""
+    from curate.selectors import SELECTORS
+
+    return [n for n, c in SELECTORS.items() if getattr(c, "deduplicates", False)]
 
 
 def safe_yaml(text: str, path: str | Path):

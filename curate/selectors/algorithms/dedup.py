@@ -125,11 +125,9 @@ def normalized_text_key(texts: Sequence[str | None] | pa.Array | pa.ChunkedArray
     import pyarrow.compute as pc
     import xxhash
 
-    arr = texts if isinstance(texts, (pa.Array, pa.ChunkedArray)) else pa.array(texts, pa.string())
-    arr = pc.utf8_lower(pc.utf8_normalize(pc.fill_null(arr, ""), form="NFKC"))
-    arr = pc.replace_substring_regex(arr, pattern=r"\p{P}+", replacement="")
-    arr = pc.replace_substring_regex(arr, pattern=r"[\s\p{Z}]+", replacement=" ")
-    arr = pc.cast(pc.utf8_trim_whitespace(arr), pa.large_binary())
+    from curate.ngrams import normalize
+
+    arr = pc.cast(normalize(texts), pa.large_binary())  # the normalization n-grams use
     digest = xxhash.xxh3_64_intdigest
     return np.fromiter((digest(b) for b in arr.to_pylist()), dtype=np.uint64, count=len(arr))
 
