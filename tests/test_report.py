@@ -185,6 +185,61 @@ def test_leaderboard_runs_and_evals_are_shown(tmp_path):
     assert "1.6100 ± 0.0100" in page and "differ by more than 10%" in page
     assert page.count("<img src='data:image/png;base64,") == 2  # composition + leaderboard
 
+    assert "error bars are ± 1 sample standard deviation (ddof=1) of the 2 runs" in page
+    assert "leaderboard: fl-quality 1.6100 ± 0.0100; random-5pct 1.7300 ± 0.0100" in page
+    one_seed = {**board, "seeds": [0], "arms": [{**a, "nll_std": 0.0} for a in board["arms"]]}
+    (folder / "leaderboard.json").write_text(json.dumps(one_seed))
+    page = build_report(store, tmp_path / "r.html").read_text()
+    assert "one seed, so no error bars" in page and "1.6100 ± 0.0000" in page
+
+
+def test_map_by_source_and_source_mix_against_the_pool(sample):
+    import html
+
+    store, _, page = sample
+    assert "By source, on the same projection" in page
+    for source, n in rows(store, "SELECT e.source, count(*) FROM scores_embed m "
+                                 "JOIN examples e USING (id) GROUP BY 1"):
+        assert f"{html.escape(source)} ({n:,} points)" in page
+    block = page.split("<div class='mix' data-selection='diverse'>")[1].split("</div>")[0]
+    (total,), = rows(store, "SELECT count(*) FROM examples")
+    (size,), = rows(store, "SELECT size FROM selections WHERE name = 'diverse'")
+    mix = rows(store, """SELECT e.source, count(*), count(s.id) FROM examples e
+        LEFT JOIN selection_members s ON s.id = e.id AND s.selection = 'diverse' GROUP BY 1""")
+    assert len(mix) > 1
+    for source, pool_n, sel_n in mix:
+        pool_share, share = pool_n / total, sel_n / size
+        assert (f"{100 * pool_share:.1f}% → {100 * share:.1f}%" in block
+                and f"<td class='num'>{share / pool_share:.2f}</td>" in block), source
+
+
+def test_source_mix_is_against_the_filtered_pool(tmp_path):
+    from curate.selectors import select
+
+    store = Store(tmp_path / "store")
+    for name, n in (("a", 6), ("b", 3), ("c", 5)):
+        ingest(store, [write_jsonl(tmp_path / f"{name}.jsonl", [
+            {"instruction": f"{name} question {i}", "output": f"answer {i}"} for i in range(n)])])
+    assert sorted(s for s, in rows(store, "SELECT DISTINCT source FROM examples")) == list("abc")
+    select(store, "random", "ab", budget=3, where="source IN ('a', 'b')")
+    page = build_report(store, tmp_path / "r.html").read_text()
+    block = page.split("<div class='mix' data-selection='ab'>")[1].split("</details>")[0]
+    assert "The pool is the examples where" in block and ">c<" not in block
+    assert "66.7% → " in block and "33.3% → " in block  # 6 and 3 of a pool of 9, not of 14
+
+
+def test_source_groups_fold_the_tail_into_one_grey_group():
+    from curate.report.figures import OTHER_COLOR, source_groups
+
+    sources = [f"s{i:02d}" for i in range(15) for _ in range(15 - i)] + ["s14"] * 20
+    codes, groups, counts, colors = source_groups(sources)
+    assert groups[0] == "s14" and groups[-1] == "7 other sources" and colors[-1] == OTHER_COLOR
+    assert len(groups) == len(colors) == len(counts) and sum(counts) == len(sources)
+    assert len(set(colors[:-1])) == len(colors) - 1 and OTHER_COLOR not in colors[:-1]
+    assert codes.max() == len(groups) - 1 and counts[-1] == sum(range(2, 9))  # s07..s13
+    codes, groups, counts, colors = source_groups(["x", "y", "x"])
+    assert groups == ["x", "y"] and counts == [2, 1] and list(codes) == [0, 1, 0]
+
 
 # ---------------------------------------------------------------- token masks
 

@@ -94,11 +94,35 @@ def _num(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
+SOURCE_COLORS = [c for c in PALETTE if c != "#7f7f7f"]  # grey is for the rest
+OTHER_COLOR = "#b0b0b0"
+
+
+def source_groups(sources: list[str]) -> tuple[np.ndarray, list[str], list[int], list[str]]:
+    """Each point's colour group by source: every source when they fit the palette, else
+    the most frequent ones and one group of the rest (last, in grey). Returns (codes,
+    group names, counts, colours); ties in count break by name."""
+    labels = [str(s) for s in sources]
+    names, counts = np.unique(np.array(labels, dtype=object), return_counts=True)
+    order = sorted(range(len(names)), key=lambda i: (-counts[i], names[i]))
+    top = order if len(order) <= len(SOURCE_COLORS) else order[:len(SOURCE_COLORS) - 1]
+    code_of = {names[i]: k for k, i in enumerate(top)}
+    codes = np.array([code_of.get(s, len(top)) for s in labels], int)
+    groups = [str(names[i]) for i in top]
+    colors = SOURCE_COLORS[:len(top)]
+    if len(top) < len(order):
+        groups.append(f"{len(order) - len(top)} other sources")
+        colors.append(OTHER_COLOR)
+    return codes, groups, [int((codes == k).sum()) for k in range(len(groups))], colors
+
+
 def embedding_map(xy: np.ndarray, clusters: np.ndarray | None,
-                  selections: dict[str, np.ndarray]) -> str:
-    """Scatter of the 2-D projection: one panel coloured by cluster, one per selection
+                  selections: dict[str, np.ndarray],
+                  by_source: tuple[np.ndarray, list[str], list[str]] | None = None) -> str:
+    """Scatter of one 2-D projection: a panel coloured by cluster, one by source (when
+    `by_source` = (codes, group names, colours) is given) beside it, then one per selection
     (selected on top in colour, the rest in grey)."""
-    panels = 1 + len(selections)
+    panels = 1 + (by_source is not None) + len(selections)
     cols = min(2, panels)
     nrows = -(-panels // cols)
     fig = _figure(5.2 * cols, 4.2 * nrows)
@@ -112,7 +136,24 @@ def embedding_map(xy: np.ndarray, clusters: np.ndarray | None,
         colors = np.array(PALETTE)[clusters % len(PALETTE)]
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c=colors, linewidths=0)
         ax.set_title(f"k-means clusters (k={clusters.max() + 1})", fontsize=10)
-    for ax, (name, chosen) in zip(axes[1:], selections.items()):
+    rest = axes[1:]
+    if by_source is not None:
+        ax, rest = axes[1], axes[2:]
+        codes, groups, colors = by_source
+        rest_group = colors[-1] == OTHER_COLOR
+        # the rest at the bottom, then largest first so that small sources stay visible
+        order = [len(groups) - 1, *range(len(groups) - 1)] if rest_group else range(len(groups))
+        handles = {}
+        for k in order:
+            mask = codes == k
+            label = groups[k] if len(groups[k]) <= 28 else groups[k][:27] + "…"
+            handles[k] = ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=colors[k],
+                                    linewidths=0, label=f"{label} ({int(mask.sum()):,})")
+        ax.set_title(f"by source (top {len(groups) - 1} and the rest)" if rest_group
+                     else "by source", fontsize=10)
+        ax.legend(handles=[handles[k] for k in range(len(groups))], fontsize=7, markerscale=2,
+                  loc="best", framealpha=0.8)
+    for ax, (name, chosen) in zip(rest, selections.items()):
         ax.scatter(xy[~chosen, 0], xy[~chosen, 1], s=size, color="#cccccc", linewidths=0,
                    label="not selected")
         ax.scatter(xy[chosen, 0], xy[chosen, 1], s=size, color=PALETTE[3], linewidths=0,
@@ -125,6 +166,69 @@ def embedding_map(xy: np.ndarray, clusters: np.ndarray | None,
         ax.set_yticks([])
     for ax in axes[panels:]:
         ax.set_visible(False)
+    return data_uri(fig)
+
+
+def source_mix_svg(rows: list[dict], limit: int = 12) -> str:
+    """Inline SVG of paired bars per source: share of the pool (grey) and of the
+    selection (blue), in the order of `rows` (dicts with source, pool_share, share)."""
+    shown = rows[:limit]
+    label_w, bar_w, row_h, pad_t = 150, 230, 22, 18
+    w, h = label_w + bar_w + 60, pad_t + row_h * len(shown) + 4
+    top = max([r["pool_share"] for r in shown] + [r["share"] for r in shown] + [1e-9])
+    parts = [f"<svg class='mix' width='{w}' height='{h}' viewBox='0 0 {w} {h}' role='img' "
+             "aria-label='share of the pool and of the selection per source'>",
+             f"<rect x='{label_w}' y='3' width='10' height='8' fill='#b0b0b0'/>"
+             f"<text x='{label_w + 14}' y='11' font-size='10'>pool</text>"
+             f"<rect x='{label_w + 50}' y='3' width='10' height='8' fill='{PALETTE[0]}'/>"
+             f"<text x='{label_w + 64}' y='11' font-size='10'>selection</text>"]
+    for i, r in enumerate(shown):
+        y = pad_t + i * row_h
+        name = r["source"] if len(r["source"]) <= 24 else r["source"][:23] + "…"
+        parts.append(f"<text x='{label_w - 6}' y='{y + 13}' text-anchor='end' font-size='10'>"
+                     f"{html.escape(name)}</text>")
+        for j, (key, color, what) in enumerate((("pool_share", "#b0b0b0", "pool"),
+                                                ("share", PALETTE[0], "selection"))):
+            v = r[key]
+            parts.append(f"<rect x='{label_w}' y='{y + 2 + 9 * j}' "
+                         f"width='{max(bar_w * v / top, 0.5 if v else 0):.1f}' height='8' "
+                         f"fill='{color}'><title>{html.escape(r['source'])}: {100 * v:.1f}% of "
+                         f"the {what}</title></rect>")
+        parts.append(f"<text x='{label_w + bar_w + 4}' y='{y + 13}' font-size='9'>"
+                     f"{100 * r['pool_share']:.1f}% → {100 * r['share']:.1f}%</text>")
+    return "".join(parts) + "</svg>"
+
+
+def leaderboard(board: dict) -> str:
+    """Mean target NLL per arm with error bars of one standard deviation over the seeds,
+    each seed's run as a dot, the base model as a dashed line; best arm on top."""
+    arms = list(board["arms"])[::-1]
+    names = [a["selection"] for a in arms]
+    means = np.array([a["nll_mean"] for a in arms], float)
+    stds = np.array([a.get("nll_std") or 0.0 for a in arms], float)
+    fig = _figure(7, 0.42 * len(arms) + 1.5)
+    ax = fig.subplots()
+    y = np.arange(len(arms))
+    colors = [PALETTE[3] if n == board.get("baseline") else PALETTE[0] for n in names]
+    for i, a in enumerate(arms):
+        seeds = [r["nll"] for r in a.get("runs") or [] if r.get("nll") is not None]
+        ax.scatter(seeds, [i] * len(seeds), s=14, color=colors[i], alpha=0.35, linewidths=0,
+                   zorder=2)
+    for i in range(len(arms)):
+        ax.errorbar(means[i], i, xerr=stds[i], fmt="none", ecolor=colors[i], elinewidth=1.5,
+                    capsize=4, zorder=3)
+    ax.scatter(means, y, s=36, color=colors, zorder=4)
+    base = (board.get("base") or {}).get("nll")
+    if base is not None:
+        ax.axvline(base, color="gray", linestyle="--", linewidth=1, label="base model")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, [n + (" (baseline)" if n == board.get("baseline") else "") for n in names],
+                  fontsize=9)
+    ax.set_ylim(-0.6, len(arms) - 0.4)
+    ax.margins(x=0.06)
+    ax.set_xlabel("target NLL per token (lower is better)")
+    ax.grid(axis="x", color="#e1e4ea", linewidth=0.6)
+    ax.set_axisbelow(True)
     return data_uri(fig)
 
 

@@ -125,7 +125,9 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _table(rows: list[dict], columns: list[str] | None = None, limit: int | None = None) -> str:
+def _table(rows: list[dict], columns: list[str] | None = None, limit: int | None = None,
+           right: set[str] = frozenset()) -> str:
+    """An HTML table of `rows`; numbers (and the columns in `right`) right-aligned."""
     if not rows:
         return "<p class='empty'>(none)</p>"
     columns = columns or list(rows[0])
@@ -135,8 +137,9 @@ def _table(rows: list[dict], columns: list[str] | None = None, limit: int | None
         cells = []
         for c in columns:
             v = r.get(c)
-            num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            cells.append(f"<td class='num'>{_fmt(v)}</td>" if num
+            num = c in right or (isinstance(v, (int, float, np.integer, np.floating))
+                                 and not isinstance(v, bool))
+            cells.append(f"<td class='num'>{html.escape(_fmt(v))}</td>" if num
                          else f"<td>{_text(_fmt(v), 200)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = (f"<p class='note'>{len(rows) - limit:,} more rows not shown.</p>"
@@ -267,9 +270,11 @@ def _embedding_map(ctx: _Context) -> str:
     if n < 3:
         return _empty(f"Too few embeddings to map ({n}).")
     rel = ctx.con.sql(
-        "SELECT id, embedding FROM scores_embed WHERE embedding IS NOT NULL "
-        "ORDER BY hash(id), id LIMIT $1", params=[ctx.max_points]).to_arrow_table()
+        "SELECT m.id, m.embedding, e.source FROM scores_embed m LEFT JOIN examples e "
+        "ON e.id = m.id WHERE m.embedding IS NOT NULL ORDER BY hash(m.id), m.id LIMIT $1",
+        params=[ctx.max_points]).to_arrow_table()
     ids = rel["id"].to_pylist()
+    sources = ["(not in examples)" if s is None else s for s in rel["source"].to_pylist()]
     emb = rel["embedding"].combine_chunks()
     X = np.asarray(emb.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(len(ids), -1)
     centered = X - X.mean(axis=0)
@@ -297,8 +302,25 @@ def _embedding_map(ctx: _Context) -> str:
         chosen[m["name"]] = np.array([i in members for i in ids], bool)
     if len(ctx.manifests()) > MAP_SELECTIONS:
         notes.append(f"The newest {MAP_SELECTIONS} selections are drawn.")
-    uri = figures.embedding_map(xy, clusters, chosen)
-    return "".join(f"<p>{t}</p>" for t in notes) + _img(uri, "2-D map of the embeddings")
+    by_source, caption = None, ""
+    codes, groups, counts, colors = figures.source_groups(sources)
+    if len(groups) > 1:
+        by_source = (codes, groups, colors)
+        caption = ("<figcaption>By source, on the same projection: "
+                   + ", ".join(f"<span class='swatch' style='background:{c}'></span>"
+                               f"{html.escape(g)} ({k:,} points)"
+                               for g, k, c in zip(groups, counts, colors))
+                   + ".</figcaption>")
+    else:
+        notes.append(f"All drawn points come from one source ({html.escape(groups[0])}): "
+                     "no map by source.")
+    uri = figures.embedding_map(xy, clusters, chosen, by_source)
+    panels = (["k-means clusters" if clusters is not None else "all examples"]
+              + ([f"by source ({', '.join(groups)})"] if by_source else [])
+              + [f"selection {name}" for name in chosen])
+    alt = "2-D map of the embeddings: " + "; ".join(panels)
+    return ("".join(f"<p>{t}</p>" for t in notes)
+            + f"<figure>{_img(uri, alt)}{caption}</figure>")
 
 
 def _dedup(ctx: _Context) -> str:
@@ -377,22 +399,11 @@ def _selections(ctx: _Context) -> str:
     manifests = ctx.manifests()
     if not manifests:
         return _empty("No selections yet: run <code>curate select METHOD --name NAME</code>.")
-    total = ctx.scalar("SELECT count(*) FROM examples")
     summary = [{k: m.get(k) for k in ("name", "method", "budget", "size", "tokens", "pool_size",
                                       "dropped", "masked", "created_at", "seconds")}
                for m in manifests]
     out = [_table(summary)]
-    tokens = ctx.tokens_join()
-    tok_col = f", sum({tokens[1]})::BIGINT AS tokens" if tokens else ""
     for m in manifests[:MAX_SELECTIONS]:
-        comp = ctx.rows(f"""
-            WITH pool AS (SELECT source, count(*) AS store_rows FROM examples GROUP BY 1)
-            SELECT e.source, count(*) AS rows{tok_col},
-                   round(100 * count(*) / sum(count(*)) OVER (), 1) AS pct_of_selection,
-                   round(100 * any_value(pool.store_rows) / ?::DOUBLE, 1) AS pct_of_store
-            FROM selection_members s JOIN examples e ON e.id = s.id
-                 {tokens[0] if tokens else ''} JOIN pool ON pool.source = e.source
-            WHERE s.selection = ? GROUP BY 1 ORDER BY rows DESC, 1""", [max(total, 1), m["name"]])
         params = json.dumps(m.get("params"), indent=1, sort_keys=True, default=str)
         out.append(
             f"<details{' open' if m is manifests[0] else ''}><summary><b>"
@@ -403,11 +414,82 @@ def _selections(ctx: _Context) -> str:
             f"<p><b>params</b></p><pre>{_text(params, 4000)}</pre>"
             + (f"<p><b>recipe</b></p><pre>{_text(m['recipe'], 4000)}</pre>"
                if m.get("recipe") else "")
-            + f"<p><b>composition by source</b></p>{_table(comp)}</details>")
+            + f"<p><b>source mix against the pool</b></p>{_source_mix(ctx, m)}</details>")
     if len(manifests) > MAX_SELECTIONS:
         out.append(f"<p class='note'>{len(manifests) - MAX_SELECTIONS} older selections not "
                    "detailed.</p>")
     return "".join(out)
+
+
+def _source_mix(ctx: _Context, m: dict) -> str:
+    """Per source: its share of the selection's pool against its share of the selection,
+    and their ratio, sorted by pool share (a pool source the selection never picked: 0)."""
+    from curate.report import figures
+
+    pool_sql, note, registered = "SELECT id, source FROM examples", "", False
+    where = m.get("pool_where")
+    if where:
+        from curate.selectors.pool import Pool
+
+        try:
+            pool = Pool(ctx.store, where)
+            try:
+                import pyarrow as pa
+
+                ctx.con.register("_report_pool", pa.table({"id": list(pool.ids)}, schema=pa.schema(
+                    [("id", pa.string())])))
+                registered = True
+            finally:
+                pool.close()
+            pool_sql = ("SELECT e.id, e.source FROM examples e "
+                        "JOIN _report_pool p ON p.id = e.id")
+            note = f"The pool is the examples where <code>{html.escape(where)}</code>. "
+        except CurateError as exc:
+            note = (f"The pool filter <code>{html.escape(where)}</code> no longer runs "
+                    f"({html.escape(str(exc).splitlines()[0])}): shares are against the whole "
+                    "store. ")
+    tokens = ctx.tokens_join()
+    tok_col = f", sum({tokens[1]})::BIGINT AS tokens" if tokens else ""
+    try:
+        mix = ctx.rows(f"""
+            WITH pool AS (SELECT source, count(*) AS pool_rows FROM ({pool_sql}) GROUP BY 1),
+            sel AS (SELECT e.source, count(*) AS rows{tok_col}
+                    FROM selection_members s JOIN examples e ON e.id = s.id
+                         {tokens[0] if tokens else ''}
+                    WHERE s.selection = ? GROUP BY 1)
+            SELECT coalesce(pool.source, sel.source) AS source,
+                   coalesce(pool.pool_rows, 0) AS pool_rows, coalesce(sel.rows, 0) AS rows
+                   {', sel.tokens' if tokens else ''}
+            FROM pool FULL OUTER JOIN sel ON sel.source = pool.source""", [m["name"]])
+    finally:
+        if registered:
+            ctx.con.unregister("_report_pool")
+    pool_n, sel_n = sum(r["pool_rows"] for r in mix), sum(r["rows"] for r in mix)
+    if pool_n and pool_n != m.get("pool_size"):
+        note += (f"The pool holds {pool_n:,} examples now, {_fmt(m.get('pool_size'))} when the "
+                 "selection was made. ")
+    if not sel_n:
+        return f"<p class='note'>{note}</p>" + _empty("The selection is empty.")
+    if len(mix) == 1:
+        return (f"<p class='note'>{note}The pool has one source "
+                f"({html.escape(str(mix[0]['source']))}): all of the selection comes from it."
+                "</p>")
+    for r in mix:
+        r["pool_share"] = r["pool_rows"] / pool_n if pool_n else 0.0
+        r["share"] = r["rows"] / sel_n
+    mix.sort(key=lambda r: (-r["pool_share"], -r["share"], str(r["source"])))
+    table = [{"source": r["source"], "pool rows": r["pool_rows"],
+              "pool share": f"{100 * r['pool_share']:.1f}%", "selected rows": r["rows"],
+              "selection share": f"{100 * r['share']:.1f}%",
+              "ratio": f"{r['share'] / r['pool_share']:.2f}" if r["pool_share"] else "",
+              **({"selected tokens": r.get("tokens")} if tokens else {})} for r in mix]
+    never = sum(1 for r in mix if not r["rows"])
+    note += ("Ratio = selection share / pool share (above 1: over-represented). "
+             + (f"{never} of {len(mix)} pool sources were never picked." if never else ""))
+    return (f"<div class='mix' data-selection='{html.escape(m['name'])}'>"
+            f"{figures.source_mix_svg(mix)}"
+            + _table(table, right={"pool share", "selection share", "ratio"}, limit=40)
+            + f"<p class='note'>{note}</p></div>")
 
 
 def _compare(ctx: _Context) -> str:
@@ -427,18 +509,16 @@ def _compare(ctx: _Context) -> str:
             out.append(f"<p class='note'>{html.escape(str(path))} is unreadable "
                        f"({html.escape(str(exc))}).</p>")
             continue
+        try:
+            figure = _leaderboard_figure(board)
+        except (ValueError, KeyError, TypeError) as exc:  # the table still shows
+            figure = f"<p class='note'>No leaderboard figure ({html.escape(str(exc))}).</p>"
         out.append(f"<h4>target {html.escape(str(board.get('target')))} · baseline "
                    f"{html.escape(str(board.get('baseline')))} · seeds "
                    f"{html.escape(str(board.get('seeds')))} · "
-                   f"<code>{html.escape(path.parent.name)}</code></h4>" + _table(rows))
+                   f"<code>{html.escape(path.parent.name)}</code></h4>" + figure + _table(rows))
         for note in board.get("notes") or []:
             out.append(f"<p class='note'>{html.escape(note)}</p>")
-        png = path.with_name("leaderboard.png")
-        if png.is_file():
-            import base64
-
-            out.append(_img("data:image/png;base64," + base64.b64encode(png.read_bytes()).decode(),
-                            "leaderboard plot"))
     if len(boards) > 5:
         out.append(f"<p class='note'>{len(boards) - 5} older comparisons not shown.</p>")
     out.append("<h3>Runs</h3>")
@@ -450,6 +530,25 @@ def _compare(ctx: _Context) -> str:
             overlap, seconds, created_at FROM evals ORDER BY created_at DESC""")
     out.append(_table(evals, limit=30) if evals else _empty("No evaluations yet."))
     return "".join(out)
+
+
+def _leaderboard_figure(board: dict) -> str:
+    """Mean target NLL per selection with error bars (one std over the seeds), captioned."""
+    from curate.report import figures
+
+    if not board.get("arms"):
+        return _empty("The comparison has no arms.")
+    seeds = len(board.get("seeds") or []) or max(len(a.get("runs") or []) for a in board["arms"])
+    spread = (f"mean ± std over {seeds} seeds: the error bars are ± 1 sample standard "
+              f"deviation (ddof=1) of the {seeds} runs" if seeds > 1
+              else "one seed, so no error bars")
+    summary = "; ".join(f"{a['selection']} {a['nll_mean']:.4f} ± {a.get('nll_std') or 0:.4f}"
+                        for a in board["arms"])
+    caption = (f"Mean target NLL per token per selection (lower is better), {spread}. Dots are "
+               "the single runs, the dashed line the base model"
+               + (", the baseline in red." if board.get("baseline") else "."))
+    return (f"<figure>{_img(figures.leaderboard(board), 'leaderboard: ' + summary)}"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def _masks(ctx: _Context) -> str:
@@ -475,6 +574,10 @@ th,td{border:1px solid #e1e4ea;padding:3px 8px;text-align:left;vertical-align:to
 th{background:#f0f2f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto;max-width:100%}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
+figure{margin:8px 0}figcaption{color:#3b4458;font-size:12.5px;margin:2px 0 8px}
+.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin:0 4px 0 6px;
+ vertical-align:baseline}
+svg.mix{display:block;margin:6px 0}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f7f9;padding:6px 8px;
  border-radius:4px;font-size:12px;margin:4px 0}
 .hists{display:flex;flex-wrap:wrap;gap:6px 10px;margin:8px 0}
