@@ -154,6 +154,22 @@ def test_recipe_step_by_the_deduplicators_name(contaminated, tmp_path):
     assert sel.params["steps"][0]["rows_out"] == 21
 
 
+
+def test_a_relative_path_in_a_recipe_reads_from_the_recipe_folder(contaminated, tmp_path,
+                                                                   monkeypatch):
+    import shutil
+
+    store, target_file, _, _, expect = contaminated
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    shutil.copy(target_file, folder / "eval.jsonl")
+    (folder / "clean.yaml").write_text("steps:\n  - decontaminate: {against: eval.jsonl}\n"
+                                       "  - select: {method: random, budget: 10}\n")
+    monkeypatch.chdir(tmp_path)  # eval.jsonl is not in the working directory
+    sel = select(store, load_recipe(folder / "clean.yaml"), "clean-relative")
+    assert {i: d for i, (d, _, _) in dropped(store, "clean-relative").items()} == expect
+    assert sel.params["steps"][0]["dedup"]["against"] == str((folder / "eval.jsonl").resolve())
+
 def test_embedding_mode(contaminated):
     from curate.scoring import make_scorer, run_scorer
 

@@ -207,7 +207,8 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
         if not isinstance(body, dict) or "method" not in body:
             raise CurateError(f"{path} line {line}: a {kind} step needs a method\n  fix: e.g. "
                               f"- {kind}: {{method: random}}")
-        params = {k: v for k, v in body.items() if k != "method"}
+        params = {k: _near(path, v) if k in PATH_PARAMS else v
+                  for k, v in body.items() if k != "method"}
         steps.append(Step(kind, method=str(body["method"]), params=params, line=line))
     last = steps[-1]
     if budget is not None or data.get("budget") is not None:
@@ -216,6 +217,19 @@ def load_recipe(path: str | Path, budget: str | None = None) -> Plan:
     plan = Plan(steps, where=data.get("where"), embed=data.get("embed"), text=text,
                 source=str(path))
     return validate(plan)
+
+
+PATH_PARAMS = ("against", "target")  # step options that name a file
+
+
+def _near(recipe: Path, value):
+    """A relative file path in a recipe step reads from the recipe's folder when the file is
+    there, else from the working directory (a selection or store name is left as is)."""
+    if isinstance(value, str) and value and not Path(value).is_absolute():
+        beside = recipe.parent / value
+        if beside.is_file():
+            return str(beside.resolve())
+    return value
 
 
 def _dedups() -> list[str]:
