@@ -484,10 +484,13 @@ def sql(
 # ---------------------------------------------------------------- export
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (a folder for hf).")],
     format: Annotated[str, typer.Option(
-        "--format", "-f", help="jsonl (canonical rows), parquet, or messages "
-        "({\"messages\": [...]} lines for TRL / datasets).")] = "jsonl",
+        "--format", "-f", help="jsonl (canonical rows), parquet, messages "
+        "({\"messages\": [...]} lines for TRL / datasets), trl-prompt-completion (TRL's "
+        "prompt/completion lines, tools included), llama-factory (sharegpt lines plus their "
+        "entry in dataset_info.json beside them), or hf (a Hugging Face dataset folder: "
+        "Parquet shards, README.md card, curate_manifest.json).")] = "jsonl",
     selection: Annotated[str | None, typer.Option(help="Export this saved selection, in rank "
                                                        "order.")] = None,
     where: Annotated[str | None, typer.Option(help="SQL filter over examples columns, e.g. "
@@ -499,7 +502,8 @@ def export(
 
     Examples:\n
       curate export --selection diverse --format messages --out train.jsonl\n
-      curate export --where "kind = 'trace'" --format parquet --out traces.parquet
+      curate export --where "kind = 'trace'" --format parquet --out traces.parquet\n
+      curate export --selection diverse --format hf --out diverse-hf
     """
     from curate.export import export as run_export
 
@@ -793,7 +797,8 @@ def select(
         print(json.dumps(manifest))
     else:
         tokens = f", {manifest['tokens']:,} tokens" if manifest["tokens"] is not None else ""
-        dropped = f"; {manifest['dropped']} dropped as duplicates" if manifest["dropped"] else ""
+        dropped = (f"; {manifest['dropped']:,} dropped, reasons in selection_dropped"
+                   if manifest["dropped"] else "")
         console.print(f"selection {sel.name!r}: {manifest['size']:,} of {manifest['pool_size']:,} "
                       f"examples{tokens} ({manifest['method']}, budget {manifest['budget']}"
                       f"{dropped}) in {manifest['seconds']:.1f}s\n"
