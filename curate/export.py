@@ -162,14 +162,44 @@ def _turn_extras(row: dict) -> dict[int, dict]:
     return {int(k): v for k, v in turns.items() if k.isdigit() and isinstance(v, dict)}
 
 
+def _openai_call(call):
+    """A tool call in OpenAI's shape `{type: function, function: {name, arguments}}`, the
+    one chat templates read, from a bare `{name, arguments | args | parameters}`; any
+    other shape is passed through as the input had it."""
+    if not isinstance(call, dict) or "function" in call or not isinstance(call.get("name"), str):
+        return call
+    args = next((call[k] for k in ("arguments", "args", "parameters") if k in call), {})
+    return {**({"id": call["id"]} if "id" in call else {}), "type": "function",
+            "function": {"name": call["name"], "arguments": args}}
+
+
+def _function_call_text(text: str) -> list | None:
+    """The calls a sharegpt `function_call` turn holds as JSON text (one call or a list),
+    or None when the text is not that."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    calls = value if isinstance(value, list) else [value]
+    if calls and all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return calls
+    return None
+
+
 def _turns(row: dict) -> list[dict]:
     """The turns (role, content) through the last assistant turn, with the tool calls
-    that ingest kept in `meta._turns` back on their assistant turns as `tool_calls`."""
+    that ingest kept in `meta._turns` (or a sharegpt `function_call` turn's JSON) back on
+    their assistant turns as OpenAI-shaped `tool_calls`."""
     messages = plain(row["messages"])
     extras = _turn_extras(row)
     for i in assistant_turns(messages):
-        if extras.get(i, {}).get("tool_calls"):
-            messages[i]["tool_calls"] = extras[i]["tool_calls"]
+        calls = extras.get(i, {}).get("tool_calls")
+        if not calls and extras.get(i, {}).get("_role") == "function_call":
+            calls = _function_call_text(messages[i]["content"])
+            if calls:
+                messages[i]["content"] = ""
+        if calls:
+            messages[i]["tool_calls"] = [_openai_call(c) for c in calls]
     end = last_turn(messages)
     return messages[: end + 1] if end is not None else messages
 

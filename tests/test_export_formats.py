@@ -155,6 +155,34 @@ def test_unrepresentable_rows_fail_by_id(tmp_path, store):
         export(store, out, "llama-factory")
 
 
+
+def test_tool_calls_come_out_in_openai_shape(tmp_path, store):
+    """A bare {name, args} call and a sharegpt function_call turn both become
+    {type: function, function: {name, arguments}} tool calls for TRL."""
+    ingest(store, [write_jsonl(tmp_path / "bare.jsonl", [{"messages": [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "c1", "name": "weather", "args": {"city": "Rome"}}]},
+        {"role": "tool", "content": "20"}, {"role": "assistant", "content": "20 C."}]}])])
+    ingest(store, [write_jsonl(tmp_path / "sharegpt.jsonl", [{"conversations": [
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Paris"}}'},
+        {"from": "observation", "value": "12"}, {"from": "gpt", "value": "12 C."}]}])])
+    out = tmp_path / "trl.jsonl"
+    assert export(store, out, "trl-prompt-completion").rows == 2
+    got = {r["prompt"][0]["content"]: r["completion"][0]
+           for r in map(json.loads, out.read_text().splitlines())}
+    assert got["Weather in Rome?"]["tool_calls"] == [{"id": "c1", "type": "function", "function": {
+        "name": "weather", "arguments": {"city": "Rome"}}}]
+    paris = got["Weather in Paris?"]
+    assert paris["content"] == "" and paris["tool_calls"] == [{"type": "function", "function": {
+        "name": "weather", "arguments": {"city": "Paris"}}}]
+    lf = tmp_path / "lf.jsonl"
+    export(store, lf, "llama-factory")
+    calls = [t["value"] for r in map(json.loads, lf.read_text().splitlines())
+             for t in r["conversations"] if t["from"] == "function_call"]
+    assert sorted(json.loads(c)[0]["arguments"]["city"] for c in calls) == ["Paris", "Rome"]
+
 def test_hf_folder(tmp_path, filled, monkeypatch):
     from curate.selectors import select
 
